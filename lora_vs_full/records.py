@@ -1,0 +1,30 @@
+"""The tidy result schema shared by analysis, training and figures.
+
+Every table is long format: one row per observation, identifying columns first. Figures and notebooks
+read these columns and nothing else, so they are the contract between producers and consumers.
+"""
+
+# Columns that identify which fine-tune a row is about (present in every analysis table).
+RUN_COLUMNS = ("run", "model", "task", "method", "rank", "alpha", "lr", "seed", "step")
+
+# lvf-analyze -> <out>/intruders.{parquet,csv}: one row per run x matrix x k x epsilon
+INTRUDER_COLUMNS = RUN_COLUMNS + ("matrix", "layer", "module", "k", "epsilon", "n_intruders")
+
+# lvf-analyze -> <out>/matrices.{parquet,csv}: one row per run x matrix
+MATRIX_COLUMNS = RUN_COLUMNS + (
+    "matrix",
+    "layer",
+    "module",
+    "d_out",
+    "d_in",
+    "erank_delta",  # Roy-Vetterli effective rank of W_t - W_0
+    "erank_tuned",  # ... of W_t
+    "erank_base",  # ... of W_0
+    "delta_fro",  # ||W_t - W_0||_F
+    "delta_spectral",  # ||W_t - W_0||_2
+    "sigma_base_top",  # JSON list: top-10 singular values of W_0
+    "sigma_tuned_top",  # JSON list: top-10 singular values of W_t
+)
+
+HEADLINE_K = 10
+HEADLINE_EPSILON = 0.5
