@@ -28,3 +28,19 @@ MATRIX_COLUMNS = RUN_COLUMNS + (
 
 HEADLINE_K = 10
 HEADLINE_EPSILON = 0.5
+
+# lvf-analyze -> <out>/spectra/<file_safe(run)>.safetensors: tensors "{matrix}.similarity" (top-N x top-N |cos|,
+# rows = tuned vectors, cols = pretrained), "{matrix}.max_cos" (length k_max), "{matrix}.sigma_base",
+# "{matrix}.sigma_tuned" (all singular values, descending).
+SPECTRA_DIR = "spectra"
+
+
+def file_safe(run: str) -> str:
+    """A run id as a file name: every character outside ``[A-Za-z0-9._-]`` becomes ``_``.
+
+    Producers (analysis) and consumers (figures, notebooks) must both go through this function so
+    ``<dir>/spectra/<file_safe(run)>.safetensors`` is found without guessing.
+    """
+    import re  # local: keep this schema module free of import-time work beyond constants
+
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(run))
