@@ -1,0 +1,243 @@
+"""A (pretrained, fine-tuned) pair of weight sources -> tidy intruder / matrix tables + spectra for plots.
+
+:func:`analyze_pair` streams the analysed matrices ONE at a time (peak memory = a small multiple of the
+largest matrix, whatever the model size), decomposes each W0 through the base-SVD cache (keyed by the
+base's identity and the tensor key) and calls :func:`lora_vs_full.spectral.analyze_matrix`. Conventions
+are the spectral package's: W is ``nn.Linear.weight`` (d_out, d_in), LEFT singular vectors, |cos|, max
+over all pretrained vectors, top-k tuned vectors; for LoRA W_t is the merged W0 + s B A.
+
+:func:`write_analysis` lays a result out as (``records.py`` holds the column contract)::
+
+    <out>/intruders.{parquet,csv}   one row per matrix x k x epsilon    (written LAST)
+    <out>/matrices.{parquet,csv}    one row per matrix
+    <out>/spectra/<file_safe(name)>.safetensors   "{matrix}.similarity|max_cos|sigma_base|sigma_tuned"
+    <out>/provenance.json           inputs, analysis config, cache counters, versions, git state
+
+``name`` is the run id, or ``<run>@step-<n>`` for an intermediate checkpoint (so steps do not collide).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from lora_vs_full import provenance
+from lora_vs_full.errors import UserError
+from lora_vs_full.records import INTRUDER_COLUMNS, MATRIX_COLUMNS, RUN_COLUMNS, SPECTRA_DIR, file_safe
+from lora_vs_full.spectral import DEFAULT_EPSILONS, DEFAULT_KS, SVDCache, analyze_matrix, validate_grid
+from lora_vs_full.storage import atomic_write_json, atomic_write_with, write_table
+from lora_vs_full.weights.source import WeightSource
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+_TOP_SIGMAS = 10  # sigma_*_top columns: the leading singular values, as a JSON list
+
+
+@dataclass
+class AnalysisResult:
+    """Tables with exactly records.INTRUDER_COLUMNS / MATRIX_COLUMNS, and per-matrix tensors for plots."""
+
+    name: str
+    intruders: pd.DataFrame
+    matrices: pd.DataFrame
+    spectra: dict[str, Tensor]
+    config: dict
+    inputs: dict
+    stats: dict = field(default_factory=dict)
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).removeprefix("torch.")]
+    except KeyError:
+        raise UserError(
+            f"dtype={dtype!r} is not supported; use float64 (default, the paper's) or float32"
+        ) from None
+
+
+def parse_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None -> cuda when available, else cpu; an explicit cuda without a GPU is a UserError."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"device={device!r} is not a torch device; use auto, cpu or cuda[:i]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={device!r} but no CUDA GPU is visible; use device=auto or device=cpu")
+    return dev
+
+
+def _pair_matrices(base_src: WeightSource, tuned_src: WeightSource, preset: str) -> list[tuple]:
+    """``[(MatrixId, base key, tuned key, (d_out, d_in))]``; refuses mismatches before any heavy work."""
+    if base_src.model_type != tuned_src.model_type:
+        raise UserError(
+            f"different architectures: {base_src.location} is {base_src.model_type!r}, {tuned_src.location} "
+            f"is {tuned_src.model_type!r}; pass the base model the fine-tune started from"
+        )
+    base_m, tuned_m = base_src.matrices(preset), tuned_src.matrices(preset)
+    if not base_m or not tuned_m:
+        empty = base_src if not base_m else tuned_src
+        raise UserError(
+            f"no {preset} matrices found in {empty.location} ({empty.model_type}); "
+            "check the model directory and the preset (all_linear, attn_only, qv_only, mlp_only)"
+        )
+    if base_m.keys() != tuned_m.keys():
+        only = sorted(m.name for m in base_m.keys() ^ tuned_m.keys())
+        raise UserError(
+            f"base {base_src.location} and tuned {tuned_src.location} have different layers "
+            f"({len(base_m)} vs {len(tuned_m)} matrices; unmatched: {', '.join(only[:4])}); different architecture"
+        )
+    out = []
+    for mid, bkey in base_m.items():
+        tkey = tuned_m[mid]
+        bshape, tshape = tuple(base_src.shape(bkey)), tuple(tuned_src.shape(tkey))
+        if bshape != tshape or len(bshape) != 2:
+            raise UserError(
+                f"{mid.name}: base {bkey} is {bshape} but tuned {tkey} is {tshape}; "
+                "pair a fine-tune with the base model it started from"
+            )
+        out.append((mid, bkey, tkey, bshape))
+    return out
+
+
+def analyze_pair(
+    base_src: WeightSource,
+    tuned_src: WeightSource,
+    *,
+    preset: str = "all_linear",
+    ks: Sequence[int] = DEFAULT_KS,
+    epsilons: Sequence[float] = DEFAULT_EPSILONS,
+    sim_n: int = 100,
+    dtype: str | torch.dtype = torch.float64,
+    device: str | torch.device | None = None,
+    cache: SVDCache | None = None,
+    run_meta: dict | None = None,
+    name: str | None = None,
+    progress: bool = True,
+) -> AnalysisResult:
+    """Analyse every ``preset`` matrix of the pair; run columns come from ``run_meta`` (missing -> None).
+
+    ``name`` names the result (default ``run_meta["run"]``, else the tuned source's location). Raises UserError for a
+    bad grid, a different architecture, mismatched shapes or zero matching matrices -- all before any
+    decomposition, so nothing partial is ever produced.
+    """
+    from tqdm.auto import tqdm
+
+    ks, epsilons = validate_grid(ks, epsilons)
+    if isinstance(sim_n, bool) or not isinstance(sim_n, int) or sim_n < 1:
+        raise UserError(f"sim_n={sim_n!r} must be a positive integer (top-N vectors in similarity matrices)")
+    dtype, device = parse_dtype(dtype), parse_device(device)
+    meta = {c: (run_meta or {}).get(c) for c in RUN_COLUMNS}
+    if meta["run"] is None:
+        meta["run"] = tuned_src.location
+    name = name or meta["run"]
+    pairs = _pair_matrices(base_src, tuned_src, preset)
+
+    k_grid, e_grid = np.meshgrid(np.asarray(ks), np.asarray(epsilons), indexing="ij")  # (len(ks), len(eps))
+    intruder_parts, matrix_rows, spectra = [], [], {}
+    t0, hits0 = time.perf_counter(), (cache.hits if cache else 0)
+    for mid, bkey, tkey, (d_out, d_in) in tqdm(
+        pairs, desc=f"analyse {meta['run']}", unit="matrix", disable=not progress
+    ):
+        W0 = base_src.get(bkey)
+        Wt = tuned_src.get(tkey)
+        base_svd = (
+            cache.get_or_compute(base_src.identity, bkey, W0, dtype=dtype, device=device) if cache else None
+        )
+        res = analyze_matrix(
+            W0, Wt, ks=ks, epsilons=epsilons, sim_n=sim_n, base_svd=base_svd, dtype=dtype, device=device
+        )
+        del W0, Wt  # keep at most one pair of matrices alive
+        ids = {"matrix": mid.name, "layer": mid.layer, "module": mid.module}
+        part = pd.DataFrame(
+            {
+                "k": k_grid.ravel(),
+                "epsilon": e_grid.ravel(),
+                "n_intruders": res.counts.numpy().astype(np.int64).ravel(),
+            }
+        )
+        for col, val in {**meta, **ids}.items():
+            part[col] = val
+        intruder_parts.append(part)
+        matrix_rows.append(
+            {
+                **meta,
+                **ids,
+                "d_out": d_out,
+                "d_in": d_in,
+                "erank_delta": res.erank_delta,
+                "erank_tuned": res.erank_tuned,
+                "erank_base": res.erank_base,
+                "delta_fro": res.delta_fro,
+                "delta_spectral": res.delta_spectral,
+                "sigma_base_top": json.dumps(res.sigma_base[:_TOP_SIGMAS].tolist()),
+                "sigma_tuned_top": json.dumps(res.sigma_tuned[:_TOP_SIGMAS].tolist()),
+            }
+        )
+        for key in ("similarity", "max_cos", "sigma_base", "sigma_tuned"):
+            spectra[f"{mid.name}.{key}"] = getattr(res, key).contiguous()
+    intruders = pd.concat(intruder_parts, ignore_index=True)[list(INTRUDER_COLUMNS)]
+    matrices = pd.DataFrame(matrix_rows, columns=list(MATRIX_COLUMNS))
+    config = {
+        "preset": preset,
+        "ks": list(ks),
+        "epsilons": list(epsilons),
+        "sim_n": sim_n,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": str(device),
+    }
+    stats = {
+        "seconds": round(time.perf_counter() - t0, 3),
+        "n_matrices": len(pairs),
+        "cache_hits": (cache.hits - hits0) if cache else 0,
+    }
+    inputs = {"base": base_src.describe(), "tuned": tuned_src.describe()}
+    return AnalysisResult(str(name), intruders, matrices, spectra, config, inputs, stats)
+
+
+def write_analysis(
+    result: AnalysisResult, out_dir: str | Path, *, spectra_dir: str | Path | None = None
+) -> Path:
+    """Write ``result`` under ``out_dir`` (layout in the module docstring); returns ``out_dir``.
+
+    Old tables are removed first and new ones written last, so a crash part-way leaves no table at all
+    rather than old tables beside new spectra. ``spectra_dir`` defaults to ``<out>/spectra``.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    for stem in ("intruders", "matrices"):
+        for ext in (".parquet", ".csv"):
+            (out / f"{stem}{ext}").unlink(missing_ok=True)
+    sdir = Path(spectra_dir) if spectra_dir is not None else out / SPECTRA_DIR
+    meta = {"run": result.name, "config": json.dumps(result.config)}
+    atomic_write_with(
+        sdir / f"{file_safe(result.name)}.safetensors",
+        lambda p: save_file(result.spectra, str(p), metadata=meta),
+    )
+    atomic_write_json(
+        out / "provenance.json",
+        provenance.collect(inputs=result.inputs, analysis=result.config, run=result.name, stats=result.stats),
+    )
+    write_table(result.matrices, out / "matrices")
+    write_table(result.intruders, out / "intruders")
+    return out
+
+
+def read_tables(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(intruders, matrices)`` written by :func:`write_analysis` (parquet)."""
+    out = Path(out_dir)
+    return pd.read_parquet(out / "intruders.parquet"), pd.read_parquet(out / "matrices.parquet")

@@ -1,0 +1,115 @@
+"""Turn what a user typed (a path, a Hub id, a lvf-train run directory) into weight sources.
+
+Resolution order for a spec: an existing local path wins; a lvf-train run directory (``final.json`` or
+``checkpoint/`` inside) means its ``checkpoint/``; a directory with ``adapter_config.json`` is a PEFT
+adapter (merged onto the base); any other directory is a HF model. A spec that is not an existing path
+but looks like ``org/name`` is fetched from the Hub (safetensors + json only).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from lora_vs_full.errors import UserError
+from lora_vs_full.weights.adapter import AdapterWeights, is_adapter_dir
+from lora_vs_full.weights.source import HFWeights, WeightSource
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _download(repo_id: str, revision: str | None, patterns: list[str]) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except Exception as exc:  # offline, unknown id, gated repo, network: all user-fixable here
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"cannot fetch {repo_id!r} (revision {revision or 'main'}) from the Hugging Face Hub ({first}); "
+            "pass a local path, or set HF_HUB_OFFLINE=0 and check the id and your network"
+        ) from None
+
+
+def fetch(spec: str, revision: str | None = None) -> tuple[Path, str]:
+    """Local directory for ``spec`` and a stable identity (``id@commit`` for Hub ids, '' for local)."""
+    p = Path(spec).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise UserError(f"{spec} is a file; pass the model directory that contains it")
+        return p, ""
+    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
+        raise UserError(f"no such directory: {spec}; pass an existing model directory or a Hub id")
+    path = _download(spec, revision, ["*.safetensors", "*.json"])
+    if not any(path.glob("*.safetensors")) and not (path / "adapter_config.json").is_file():
+        # legacy repository without safetensors: its .bin files are loaded with weights_only=True
+        path = _download(spec, revision, ["*.bin", "*.json"])
+    commit = path.name if _COMMIT.match(path.name) else (revision or "main")
+    return path, f"{spec}@{commit}"
+
+
+def resolve_dir(p: Path) -> Path:
+    """A lvf-train run directory -> its final ``checkpoint/``; anything else unchanged."""
+    if (p / "final.json").is_file() or ((p / "checkpoint").is_dir() and not (p / "config.json").exists()):
+        ckpt = p / "checkpoint"
+        if not ckpt.is_dir():
+            raise UserError(
+                f"run directory {p} has no checkpoint/; was it trained with checkpoint saving off?"
+            )
+        return ckpt
+    return p
+
+
+def open_model(spec: str | Path, revision: str | None = None) -> HFWeights:
+    """A full model (base or full fine-tune) from a directory, run directory or Hub id."""
+    path, hub_identity = fetch(str(spec), revision)
+    path = resolve_dir(path)
+    if is_adapter_dir(path):
+        raise UserError(
+            f"{path} is a LoRA adapter, not a full model; pass it as the tuned side with a base model"
+        )
+    return HFWeights(path, identity=hub_identity or None, location=str(spec))
+
+
+def open_pair(
+    base: str | Path,
+    tuned: str | Path,
+    *,
+    base_revision: str | None = None,
+    tuned_revision: str | None = None,
+) -> tuple[WeightSource, WeightSource]:
+    """``(base_src, tuned_src)``; the tuned side may be a full model or a LoRA adapter (merged onto base).
+
+    A different architecture (model_type) or an adapter whose A/B shapes do not fit the base is refused.
+    An adapter trained from a differently named base only warns: paths legitimately differ between
+    machines, and the shape check catches real mismatches.
+    """
+    base_src = open_model(base, base_revision)
+    tuned_path, hub_identity = fetch(str(tuned), tuned_revision)
+    tuned_path = resolve_dir(tuned_path)
+    if is_adapter_dir(tuned_path):
+        tuned_src: WeightSource = AdapterWeights(base_src, tuned_path)
+        if hub_identity:
+            tuned_src.identity = f"{hub_identity}+on:{base_src.identity}"
+        tuned_src.check_shapes()
+        claimed = tuned_src.config.get("base_model_name_or_path")
+        if (
+            claimed
+            and str(claimed) not in (str(base), base_src.location)
+            and Path(str(claimed)) != Path(str(base))
+        ):
+            log.warning(
+                "adapter %s was trained on %s but is merged onto %s (shapes match)", tuned, claimed, base
+            )
+    else:
+        tuned_src = HFWeights(tuned_path, identity=hub_identity or None, location=str(tuned))
+    if tuned_src.model_type != base_src.model_type:
+        raise UserError(
+            f"different architectures: base {base} is {base_src.model_type!r}, tuned {tuned} is "
+            f"{tuned_src.model_type!r}; pass the base model the fine-tune started from"
+        )
+    return base_src, tuned_src
