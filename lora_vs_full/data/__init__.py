@@ -53,12 +53,15 @@ def load_task(
     data_dir: str | None = None,
     max_samples: int | None = None,
     seed: int = 42,
+    winogrande_size: str | None = None,
 ) -> datasets.Dataset:
     """Rows of task ``name`` (see :data:`TASKS`) for ``split`` ("train" or "eval" = the paper's test set).
 
     ``data_dir``: a directory with the task's original release files (the task folder itself, e.g.
     ``.../SST-2``, or a root holding it); ``None`` loads from the Hub. Ignored for synthetic tasks.
     ``max_samples``: cap via a ``seed``-ed random subset (:func:`subsample`).
+    ``winogrande_size``: WinoGrande training size (xs, s, m, l, xl); ``None`` = xl on the Hub, and locally
+    xl if present, else the largest size present (logged).
     """
     spec = get_task(name)
     if split not in SPLITS:
@@ -71,10 +74,10 @@ def load_task(
     elif data_dir is not None:
         from lora_vs_full.data.local import load_local
 
-        ds, origin = load_local(spec, split, data_dir)
+        ds, origin = load_local(spec, split, data_dir, winogrande_size=winogrande_size)
     else:
         from lora_vs_full.data.hub import load_hub
 
-        ds, origin = load_hub(spec, split)
+        ds, origin = load_hub(spec, split, winogrande_size=winogrande_size)
     ds = _check(ds, spec, origin)
     return subsample(ds, max_samples, seed)

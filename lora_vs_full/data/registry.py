@@ -161,6 +161,9 @@ _SYNTHETIC_TASKS = (
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in _PAPER_TASKS + _SYNTHETIC_TASKS}
 
+#: WinoGrande 1.1 training sizes (train_<size>.jsonl; Hub configs winogrande_<size>).
+WINOGRANDE_SIZES: tuple[str, ...] = ("xs", "s", "m", "l", "xl")
+
 #: The paper's continual-learning order (PAPER.md §5).
 PAPER_TASK_ORDER: tuple[str, ...] = ("mnli", "qqp", "sst2", "siqa", "winogrande", "fever")
 

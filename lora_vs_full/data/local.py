@@ -1,0 +1,289 @@
+"""Readers for the ORIGINAL release formats of the six paper tasks (as in ``../shared/data/raw``).
+
+``data_dir`` is either the task's own folder (``.../SST-2``) or a root holding it (``.../raw``).
+Which file serves which split, first existing wins (a fallback is logged at WARNING):
+
+| task | train | eval |
+|---|---|---|
+| sst2 | ``train.tsv`` | ``dev.tsv`` (GLUE dev = HF validation) |
+| mnli | ``train.tsv``, else ``glue_pretrain_subset/train.json`` (8,999-pair train subset) | ``dev_matched.tsv``, else ``dev.jsonl`` (validation_matched as jsonl) |
+| qqp | ``train.tsv``, else ``glue_pretrain_subset/train.json`` | ``dev.tsv``, else ``glue_pretrain_subset/dev.json`` (a held-out TRAIN subset, NOT the official dev) |
+| siqa | ``[socialiqa-train-dev/]train.jsonl`` + ``train-labels.lst`` | ``dev.jsonl`` + ``dev-labels.lst`` |
+| winogrande | ``[winogrande_1.1/]train_<size>.jsonl`` + labels; size xl, else the largest present | ``dev.jsonl`` + ``dev-labels.lst`` |
+| fever | ``train.jsonl``, else ``paper_dev.jsonl`` (disjoint from paper_test) | ``paper_test.jsonl`` |
+
+GLUE TSVs are read with ``quoting=QUOTE_NONE``: they contain unbalanced quotes that the default
+dialect would swallow across lines (silently merging rows). FEVER claims are deduplicated by ``id``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import datasets
+
+from lora_vs_full.data.formatting import map_label, siqa_text, winogrande_text
+from lora_vs_full.data.registry import WINOGRANDE_SIZES, TaskSpec
+from lora_vs_full.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def task_dir(spec: TaskSpec, data_dir: str | Path) -> Path:
+    """``data_dir/<local_dirname>`` when it exists, else ``data_dir`` itself (the task folder given directly)."""
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise UserError(
+            f"data_dir={str(data_dir)!r} is not a directory: pass the folder with the {spec.name} files"
+        )
+    sub = root / spec.local_dirname
+    return sub if sub.is_dir() else root
+
+
+def _find(folder: Path, candidates: tuple[str, ...], what: str) -> Path:
+    for i, name in enumerate(candidates):
+        if (folder / name).is_file():
+            if i > 0:
+                log.warning("%s: %s absent, using %s", what, candidates[0], folder / name)
+            return folder / name
+    raise UserError(f"no {what} file in {folder}: expected one of {', '.join(candidates)}")
+
+
+def _missing(path: Path, row: dict, keys: tuple[str, ...], where: str) -> None:
+    absent = [k for k in keys if k not in row]
+    if absent:
+        raise UserError(
+            f"{path}{where}: expected fields {list(keys)}, found {sorted(row)} (missing {absent})"
+        )
+
+
+def read_tsv(path: Path, required: tuple[str, ...]) -> list[dict]:
+    """Rows of a headed TSV as dicts (QUOTE_NONE); UserError on missing columns or ragged rows."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None:
+            raise UserError(f"{path}: empty file, expected a header with columns {list(required)}")
+        _missing(path, dict.fromkeys(header), required, " header")
+        rows = []
+        for lineno, fields in enumerate(reader, start=2):
+            if len(fields) != len(header):
+                raise UserError(
+                    f"{path}:{lineno}: expected {len(header)} tab-separated fields, found {len(fields)}"
+                )
+            rows.append(dict(zip(header, fields, strict=True)))
+    return rows
+
+
+def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(
+                    f"{path}:{lineno}: not JSON ({exc.msg}); expected one JSON object per line"
+                ) from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object with fields {list(required)}")
+            _missing(path, row, required, f":{lineno}")
+            rows.append(row)
+    return rows
+
+
+def read_keyed_json(path: Path, required: tuple[str, ...]) -> list[dict]:
+    """PowerfulPromptFT ``glue_pretrain`` files: one JSON object keyed "0".."N" (or a list), in key order."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not JSON ({exc.msg})") from None
+    if isinstance(obj, dict):
+        try:
+            rows = [obj[k] for k in sorted(obj, key=int)]
+        except ValueError:
+            raise UserError(
+                f"{path}: expected an object keyed by row numbers, found keys like {list(obj)[:3]}"
+            ) from None
+    elif isinstance(obj, list):
+        rows = obj
+    else:
+        raise UserError(f"{path}: expected an object or list of rows with fields {list(required)}")
+    for i, row in enumerate(rows):
+        _missing(path, row if isinstance(row, dict) else {}, required, f" row {i}")
+    return rows
+
+
+def read_labels(path: Path, n_rows: int, data: Path) -> list[str]:
+    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(labels) != n_rows:
+        raise UserError(
+            f"{path}: {len(labels)} labels for {n_rows} rows in {data}; expected one label per row"
+        )
+    return labels
+
+
+def _pairs(task: str, rows: list[dict], a: str, b: str, y: str, path: Path) -> dict:
+    return {
+        "text": [r[a] for r in rows],
+        "text_pair": [r[b] for r in rows],
+        "label": [map_label(task, r[y], str(path)) for r in rows],
+    }
+
+
+def _sst2(folder: Path, split: str) -> tuple[dict, Path]:
+    path = _find(folder, ("train.tsv",) if split == "train" else ("dev.tsv",), f"SST-2 {split}")
+    rows = read_tsv(path, ("sentence", "label"))
+    # GLUE sentences end with a tokenised " " before the tab; strip whitespace only.
+    return {
+        "text": [r["sentence"].strip() for r in rows],
+        "label": [map_label("sst2", r["label"], str(path)) for r in rows],
+    }, path
+
+
+def _mnli(folder: Path, split: str) -> tuple[dict, Path]:
+    names = (
+        ("train.tsv", "glue_pretrain_subset/train.json")
+        if split == "train"
+        else ("dev_matched.tsv", "dev.jsonl")
+    )
+    path = _find(folder, names, f"MNLI {split}")
+    if path.suffix == ".tsv":
+        return _pairs(
+            "mnli",
+            read_tsv(path, ("sentence1", "sentence2", "gold_label")),
+            "sentence1",
+            "sentence2",
+            "gold_label",
+            path,
+        ), path
+    if path.suffix == ".jsonl":
+        return _pairs(
+            "mnli",
+            read_jsonl(path, ("premise", "hypothesis", "label")),
+            "premise",
+            "hypothesis",
+            "label",
+            path,
+        ), path
+    return _pairs(
+        "mnli", read_keyed_json(path, ("text_a", "text_b", "label")), "text_a", "text_b", "label", path
+    ), path
+
+
+def _qqp(folder: Path, split: str) -> tuple[dict, Path]:
+    if split == "train":
+        names = ("train.tsv", "glue_pretrain_subset/train.json")
+    else:
+        names = ("dev.tsv", "glue_pretrain_subset/dev.json")
+    path = _find(folder, names, f"QQP {split}")
+    if split == "eval" and path.suffix == ".json":
+        log.warning(
+            "QQP eval: the official GLUE dev.tsv is absent; %s is a held-out subset of QQP TRAIN", path
+        )
+    if path.suffix == ".tsv":
+        rows = read_tsv(path, ("question1", "question2", "is_duplicate"))
+        return _pairs("qqp", rows, "question1", "question2", "is_duplicate", path), path
+    return _pairs(
+        "qqp", read_keyed_json(path, ("text_a", "text_b", "label")), "text_a", "text_b", "label", path
+    ), path
+
+
+def _labelled_jsonl(
+    folder: Path, subdir: str, stem: str, what: str, fields: tuple[str, ...]
+) -> tuple[list, list, Path]:
+    """AI2 release layout: ``<stem>.jsonl`` + ``<stem>-labels.lst`` in ``folder`` or ``folder/subdir``."""
+    for base in (folder / subdir, folder):
+        if (base / f"{stem}.jsonl").is_file():
+            data, labels = base / f"{stem}.jsonl", base / f"{stem}-labels.lst"
+            rows = read_jsonl(data, fields)
+            if not labels.is_file():
+                raise UserError(f"{what}: {data} has no label file; expected {labels}")
+            return rows, read_labels(labels, len(rows), data), data
+    raise UserError(
+        f"no {what} file in {folder} or {folder / subdir}: expected {stem}.jsonl and {stem}-labels.lst"
+    )
+
+
+def _siqa(folder: Path, split: str) -> tuple[dict, Path]:
+    fields = ("context", "question", "answerA", "answerB", "answerC")
+    stem = "train" if split == "train" else "dev"
+    rows, labels, path = _labelled_jsonl(folder, "socialiqa-train-dev", stem, f"SocialIQa {split}", fields)
+    text = [siqa_text(r["context"], r["question"], r["answerA"], r["answerB"], r["answerC"]) for r in rows]
+    return {"text": text, "label": [map_label("siqa", y, str(path)) for y in labels]}, path
+
+
+def _winogrande_stem(folder: Path, size: str | None) -> str:
+    present = [
+        s
+        for s in WINOGRANDE_SIZES
+        if any((b / f"train_{s}.jsonl").is_file() for b in (folder, folder / "winogrande_1.1"))
+    ]
+    if size is not None:
+        if size not in WINOGRANDE_SIZES:
+            raise UserError(f"winogrande size={size!r} is not one of {', '.join(WINOGRANDE_SIZES)}")
+        if size not in present:
+            raise UserError(
+                f"WinoGrande train_{size}.jsonl not found in {folder}; sizes present: {present or 'none'}"
+            )
+        return f"train_{size}"
+    if not present:
+        raise UserError(
+            f"no WinoGrande train file in {folder}: expected winogrande_1.1/train_<size>.jsonl, size in {WINOGRANDE_SIZES}"
+        )
+    if present[-1] != "xl":
+        log.warning(
+            "WinoGrande train: train_xl.jsonl absent in %s, using the largest present, train_%s",
+            folder,
+            present[-1],
+        )
+    return f"train_{present[-1]}"
+
+
+def _winogrande(folder: Path, split: str, size: str | None = None) -> tuple[dict, Path]:
+    stem = _winogrande_stem(folder, size) if split == "train" else "dev"
+    fields = ("sentence", "option1", "option2")
+    rows, labels, path = _labelled_jsonl(folder, "winogrande_1.1", stem, f"WinoGrande {split}", fields)
+    text = [winogrande_text(r["sentence"], r["option1"], r["option2"]) for r in rows]
+    return {"text": text, "label": [map_label("winogrande", y, str(path)) for y in labels]}, path
+
+
+def _fever(folder: Path, split: str) -> tuple[dict, Path]:
+    names = ("train.jsonl", "paper_dev.jsonl") if split == "train" else ("paper_test.jsonl",)
+    path = _find(folder, names, f"FEVER {split}")
+    text, label, seen = [], [], set()
+    for row in read_jsonl(path, ("id", "claim", "label")):
+        if row["id"] in seen:  # shared-task files may repeat a claim; one row per claim id
+            continue
+        seen.add(row["id"])
+        text.append(row["claim"])
+        label.append(map_label("fever", row["label"], str(path)))
+    return {"text": text, "label": label}, path
+
+
+_READERS = {
+    "sst2": _sst2,
+    "mnli": _mnli,
+    "qqp": _qqp,
+    "siqa": _siqa,
+    "winogrande": _winogrande,
+    "fever": _fever,
+}
+
+
+def load_local(
+    spec: TaskSpec, split: str, data_dir: str | Path, *, winogrande_size: str | None = None
+) -> tuple[datasets.Dataset, str]:
+    """``(dataset, origin)`` for a paper task from its release files; ``origin`` is the file read."""
+    folder = task_dir(spec, data_dir)
+    if spec.name == "winogrande":
+        columns, path = _winogrande(folder, split, winogrande_size)
+    else:
+        columns, path = _READERS[spec.name](folder, split)
+    log.info("%s %s: %d rows from %s", spec.name, split, len(columns["label"]), path)
+    return datasets.Dataset.from_dict(columns), str(path)
