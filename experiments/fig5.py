@@ -1,0 +1,172 @@
+"""v1 Fig. 5 (v3 Fig. 4): number of intruder dimensions against epsilon, full FT vs LoRA ranks.
+
+For every run, the count at (k, epsilon) is the SUM over all analysed matrices (paper §1); seeds of one
+configuration are averaged (spread shown faintly). One panel per task, one curve per LoRA rank (sequential
+colours) plus full fine-tuning (black); dotted line at the headline epsilon = 0.5.
+
+    python experiments/fig5.py results/analysis/fig5-offline --out results/figures
+
+writes ``fig5.{pdf,png,csv}`` and ``fig5_headline.csv`` (intruders at k = 10, epsilon = 0.5 per task x
+rank | full) and prints the headline.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import figdata
+import figstyle
+import pandas as pd
+
+from lora_vs_full import records
+from lora_vs_full.cli._common import user_errors_exit
+
+PAPER_FIGURE = "v1 Fig. 5 (v3 Fig. 4)"
+
+
+def fig5_table(
+    intruders: str | Path | pd.DataFrame,
+    *,
+    k: int = records.HEADLINE_K,
+    runs: list[str] | None = None,
+    tasks: list[str] | None = None,
+) -> pd.DataFrame:
+    """The plotted numbers: one row per curve x epsilon.
+
+    Columns: model, task, method, rank, alpha, lr, label, epsilon, n_intruders (mean over seeds of the
+    per-run sum over matrices), n_min, n_max (seed spread), n_seeds, n_matrices (matrices per run; the
+    count is bounded by k * n_matrices).
+    """
+    df = figdata.final_only(figdata.load_intruders(intruders))
+    df = figdata.pick(df, "run", runs, what="intruders table")
+    df = figdata.pick(df, "task", tasks, what="intruders table")
+    df = figdata.at_k(df, k)
+    figdata.check_one_run_per_seed(df)
+    # Round the grid so 0.1 + 0.2-style float noise cannot split one epsilon into two groups.
+    df = df.assign(epsilon=df["epsilon"].astype(float).round(6))
+    keys = [*figdata.CURVE_COLUMNS, "epsilon"]
+    per_run = (
+        df.groupby([*keys, "run"], dropna=False)
+        .agg(n_intruders=("n_intruders", "sum"), n_matrices=("matrix", "nunique"))
+        .reset_index()
+    )
+    curves = (
+        per_run.groupby(keys, dropna=False)
+        .agg(
+            n_intruders=("n_intruders", "mean"),
+            n_min=("n_intruders", "min"),
+            n_max=("n_intruders", "max"),
+            n_seeds=("run", "nunique"),
+            n_matrices=("n_matrices", "max"),
+        )
+        .reset_index()
+    )
+    curves = figdata.add_curve_labels(curves)
+    cols = [
+        *figdata.CURVE_COLUMNS,
+        "label",
+        "epsilon",
+        "n_intruders",
+        "n_min",
+        "n_max",
+        "n_seeds",
+        "n_matrices",
+    ]
+    return (
+        figdata.curve_order(curves[cols]).sort_values(["model", "task"], kind="stable").reset_index(drop=True)
+    )
+
+
+def headline(table: pd.DataFrame, *, epsilon: float = records.HEADLINE_EPSILON) -> pd.DataFrame:
+    """Task x (LoRA rank | full) intruder counts at ``epsilon`` from :func:`fig5_table`'s output."""
+    at = figdata.at_epsilon(table, epsilon).assign(panel=lambda d: figdata.panel_names(d))
+    order = list(dict.fromkeys(figdata.curve_order(at)["label"]))
+    wide = at.pivot_table(index="panel", columns="label", values="n_intruders", aggfunc="first")
+    wide = wide[[c for c in order if c in wide.columns]]
+    return wide.reset_index().rename(columns={"panel": "task"}).rename_axis(columns=None)
+
+
+def plot_fig5(table: pd.DataFrame, *, k: int = records.HEADLINE_K, epsilon: float = records.HEADLINE_EPSILON):
+    """Draw :func:`fig5_table`'s output; returns the matplotlib Figure (nothing is saved)."""
+    table = table.assign(panel=figdata.panel_names(table))
+    panels = list(dict.fromkeys(table["panel"]))
+    colors = figstyle.rank_colors(table.loc[table["method"] != "full", "rank"].dropna())
+    dashes = ["-", "--", "-.", ":"]
+    with figstyle.style():
+        fig, axes = figstyle.panel_grid(len(panels))
+        handles = {}
+        for ax, panel in zip(axes, panels, strict=True):
+            sub = table[table["panel"] == panel]
+            seen: dict[tuple, int] = {}  # (method, rank) -> curves drawn, to vary the dash of lr variants
+            for label in dict.fromkeys(sub["label"]):
+                c = sub[sub["label"] == label].sort_values("epsilon")
+                method, rank = c["method"].iloc[0], c["rank"].iloc[0]
+                color = figstyle.FULL_COLOR if method == "full" else colors[int(rank)]
+                key = (method, None if pd.isna(rank) else int(rank))
+                ls = dashes[seen.get(key, 0) % len(dashes)]
+                seen[key] = seen.get(key, 0) + 1
+                (line,) = ax.plot(c["epsilon"], c["n_intruders"], color=color, ls=ls, label=label)
+                if c["n_seeds"].max() > 1:
+                    ax.fill_between(c["epsilon"], c["n_min"], c["n_max"], color=color, alpha=0.15, lw=0)
+                handles.setdefault(label, line)
+            ax.axvline(epsilon, color="0.4", ls=":", lw=1)
+            ax.set_title(panel)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(bottom=0)
+            ax.set_xlabel("ε (max |cos| threshold)")
+        for ax in axes[:: min(len(axes), 4)]:
+            ax.set_ylabel(f"# intruder dimensions (k={k})")
+        fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), title=None)
+        fig.tight_layout()
+    return fig
+
+
+def make_fig5(
+    intruders: str | Path | pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    k: int = records.HEADLINE_K,
+    epsilon: float = records.HEADLINE_EPSILON,
+    runs: list[str] | None = None,
+    tasks: list[str] | None = None,
+    name: str = "fig5",
+) -> list[Path]:
+    """Write ``<name>.{pdf,png,csv}`` and ``<name>_headline.csv`` into ``out_dir``; return their paths."""
+    table = fig5_table(intruders, k=k, runs=runs, tasks=tasks)
+    fig = plot_fig5(table, k=k, epsilon=epsilon)
+    title = f"Intruder dimensions vs epsilon (k={k}, summed over matrices)"
+    paths = figstyle.save(fig, table, out_dir, name, paper=PAPER_FIGURE, title=title)
+    paths.append(figstyle.write_csv(headline(table, epsilon=epsilon), Path(out_dir) / f"{name}_headline.csv"))
+    return paths
+
+
+@user_errors_exit
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("analysis_dir", help="directory written by lvf-analyze (holds intruders.parquet)")
+    ap.add_argument("--out", default="results/figures", help="output directory (default: %(default)s)")
+    ap.add_argument("--k", type=int, default=records.HEADLINE_K)
+    ap.add_argument("--epsilon", type=float, default=records.HEADLINE_EPSILON, help="headline epsilon")
+    ap.add_argument("--tasks", nargs="+", help="only these tasks")
+    ap.add_argument("--runs", nargs="+", help="only these run ids")
+    ap.add_argument("--name", default="fig5", help="file stem (default: %(default)s)")
+    args = ap.parse_args(argv)
+    paths = make_fig5(
+        args.analysis_dir,
+        args.out,
+        k=args.k,
+        epsilon=args.epsilon,
+        runs=args.runs,
+        tasks=args.tasks,
+        name=args.name,
+    )
+    table = pd.read_csv(paths[-1])
+    print(f"intruder dimensions at k={args.k}, epsilon={args.epsilon} (sum over matrices, mean over seeds):")
+    print(table.to_string(index=False))
+    for p in paths:
+        print(f"wrote {p}")
+
+
+if __name__ == "__main__":
+    main()
