@@ -1,0 +1,150 @@
+"""Typed schema for ``lvf-continual`` and its start-of-run validation.
+
+The model / method / optim / paths groups are exactly ``lvf-train``'s (same yaml files, same dataclasses
+from :mod:`lora_vs_full.config`), so ``lvf-continual method=lora method.rank=8`` means what it means for
+``lvf-train``. Only the sequence, the probe and the spectral bookkeeping are new here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lora_vs_full.config import MethodConfig, ModelConfig, OptimConfig
+from lora_vs_full.config import validate as validate_train
+from lora_vs_full.errors import UserError
+
+PAPER_SEQUENCE = ("mnli", "qqp", "sst2", "siqa", "winogrande", "fever")
+
+
+@dataclass
+class SequenceConfig:
+    tasks: list[str] = field(default_factory=lambda: list(PAPER_SEQUENCE))
+    max_train_samples: int | None = None  # cap per task for the fine-tuning stage (seeded subset)
+    max_eval_samples: int | None = None  # cap per task for the probe's eval set
+    data_dir: str | None = None  # original release files; None = Hugging Face Hub
+
+
+@dataclass
+class ProbeSchema:  # the Hydra-side twin of continual.probe.ProbeConfig (which validates)
+    steps: int = 200  # head-only AdamW steps on cached features of the frozen body
+    lr: float = 1e-3
+    batch_size: int = 32
+    train_samples: int = 1000  # rows of the task's train split the head is fitted on
+
+
+@dataclass
+class SpectralSchema:
+    ks: list[int] = field(default_factory=lambda: [10])
+    epsilons: list[float] | None = None  # None = lora_vs_full.spectral.DEFAULT_EPSILONS (0, 0.02, ..., 1)
+    preset: str = "all_linear"  # which matrices are counted (q, k, v, o, fc1, fc2 of every layer)
+    dtype: str = "float64"
+
+
+@dataclass
+class ContinualConfig:
+    paths: Any = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    launcher: Any = None
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    probe: ProbeSchema = field(default_factory=ProbeSchema)
+    spectral: SpectralSchema = field(default_factory=SpectralSchema)
+    seed: int = 42
+    device: str = "auto"
+    out: str = "results/continual"  # tables at <out>/continual.*; one run directory per method under it
+    overwrite: bool = False  # replace a run whose stored config differs (otherwise: UserError)
+
+
+# Keys that define a run's results; a resume must match them exactly. Paths, device and overwrite
+# only say where/how it runs.
+IDENTITY_KEYS = ("model", "method", "optim", "sequence", "probe", "spectral", "seed")
+
+
+def register_configs() -> None:
+    """Register ``continual_schema`` (and lvf-train's schemas) in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    from lora_vs_full.config import register_configs as register_train
+
+    register_train()
+    ConfigStore.instance().store(name="continual_schema", node=ContinualConfig)
+
+
+def validate_tasks(tasks) -> tuple[str, ...]:
+    """The task names of a sequence, checked: every name known, at least two, no repeats."""
+    from lora_vs_full.data import get_task
+
+    tasks = tuple(str(t) for t in tasks)
+    for name in tasks:
+        get_task(name)  # UserError listing the known tasks
+    if len(tasks) < 2:
+        raise UserError(
+            f"sequence.tasks={list(tasks)} has {len(tasks)} task: continual learning needs at least two, "
+            "e.g. sequence.tasks=[synth_sentiment,synth_nli]"
+        )
+    repeated = sorted({t for t in tasks if tasks.count(t) > 1})
+    if repeated:
+        raise UserError(
+            f"sequence.tasks repeats {', '.join(repeated)}: each task has one head and one eval row per "
+            "stage, so list every task once"
+        )
+    return tasks
+
+
+def validate(cfg: DictConfig) -> tuple[str, ...]:
+    """Raise a one-line UserError for the first bad value; return the validated task sequence.
+
+    Method and optimiser values go through lvf-train's own validation (one source of truth), fed a
+    view of this config with the first task in the ``task`` slot.
+    """
+    tasks = validate_tasks(cfg.sequence.tasks)
+    view = OmegaConf.create(
+        {
+            "method": OmegaConf.to_container(cfg.method),
+            "optim": OmegaConf.to_container(cfg.optim),
+            "task": {
+                "name": tasks[0],
+                "max_train_samples": cfg.sequence.max_train_samples,
+                "max_eval_samples": cfg.sequence.max_eval_samples,
+            },
+            "tracker": "none",
+            "device": cfg.device,
+        }
+    )
+    validate_train(view)
+    probe_config(cfg)  # UserError on a bad probe budget
+    return tasks
+
+
+def probe_config(cfg: DictConfig):
+    """The probe budget as the (validated, immutable) :class:`~lora_vs_full.continual.probe.ProbeConfig`."""
+    from lora_vs_full.continual.probe import ProbeConfig
+
+    return ProbeConfig(**OmegaConf.to_container(cfg.probe, resolve=True))
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The resolved sub-config that defines a run's results (compared on resume)."""
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
+            for k in IDENTITY_KEYS}  # fmt: skip
+
+
+def compose_continual(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose ``continual.yaml`` with command-line style overrides outside a Hydra app (tests, scripts).
+
+    Interpolations (``paths``) are resolved against the environment at call time.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lora_vs_full.cli._common import CONFIG_DIR
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="continual", overrides=list(overrides))

@@ -1,0 +1,349 @@
+"""Sequential fine-tuning of ONE model over a task sequence, with probes and spectra after every stage.
+
+PAPER.md §5 (v1 Fig. 8). Stage 0 is the untouched pretrained model; stage t >= 1 fine-tunes on task t
+with the method's recipe, starting from the weights left by stage t-1:
+
+- LoRA: a fresh adapter (PEFT) on the current weights, trained, then merged (``merge_and_unload``) so
+  the next stage starts from W_{t-1} + s B_t A_t.
+- full FT: the method's trainable set keeps training.
+
+Every task has its own classification head (num_labels differ), initialised from a task-specific seed.
+After every stage each task of the sequence is scored by a probe (:mod:`.probe`: only its head retrained
+on the frozen body) and the adapted matrices are compared with the ORIGINAL pretrained ones (intruder
+counts over the k x epsilon grid, summed over matrices).
+
+Run directory ``<out>/<method_tag>-seed<k>/``::
+
+    config.yaml  identity.json        the composed config; the part a resume must match
+    stage<t>/state.safetensors        body tensors that differ from the pretrained ones + this stage's head
+    stage<t>/stage.json               provenance, fine-tune result, probe and intruder rows (written LAST)
+    continual.{parquet,csv}  continual_intruders.{parquet,csv}      this run's tidy tables
+
+A stage is complete iff its ``stage.json`` exists; a rerun resumes after the last complete stage.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+
+from lora_vs_full import provenance
+from lora_vs_full.continual import config as ccfg
+from lora_vs_full.continual.probe import probe_accuracy
+from lora_vs_full.errors import UserError
+from lora_vs_full.storage import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    read_json,
+    write_table,
+)
+
+ACCURACY_COLUMNS = (
+    "run",
+    "model",
+    "method",
+    "rank",
+    "seed",
+    "stage",
+    "trained_task",
+    "eval_task",
+    "accuracy",
+)
+INTRUDER_COLUMNS = ("run", "model", "method", "rank", "seed", "stage", "trained_task", "k", "epsilon",
+                    "n_intruders")  # fmt: skip
+STATE_FILE, DONE_FILE = "state.safetensors", "stage.json"
+HEAD_PREFIX = "head."  # keys of the stage's head inside state.safetensors
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def task_seed(seed: int, task: str) -> int:
+    """A stable per-task seed (crc32, not ``hash``: Python salts string hashes per process)."""
+    return (seed * 1_000_003 + zlib.crc32(task.encode())) % 2**31
+
+
+def run_name(cfg: DictConfig) -> str:
+    from lora_vs_full.runs import method_tag
+
+    return f"{method_tag(cfg.method)}-seed{cfg.seed}"
+
+
+# ---------------------------------------------------------------- run directory and resume guard
+def prepare_run_dir(cfg: DictConfig, log=print) -> Path:
+    """Create (or reopen) the run directory; refuse a resume whose stored config differs."""
+    run_dir = Path(cfg.out) / run_name(cfg)
+    ident = ccfg.identity(cfg)
+    stored = run_dir / "identity.json"
+    if stored.is_file():
+        old = read_json(stored)
+        if old != ident:
+            if not cfg.overwrite:
+                changed = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
+                raise UserError(
+                    f"{run_dir} holds a continual run made with a different config ({', '.join(changed)} "
+                    "differ): pass overwrite=true to replace it, or out=<another directory>"
+                )
+            log(f"overwrite=true: replacing {run_dir} (its config differs)")
+            shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not stored.is_file():
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_json(stored, ident)
+    return run_dir
+
+
+def completed_stages(run_dir: Path, n_stages: int) -> int:
+    """Number of leading stages already complete (0..n_stages); later partial stage dirs are wiped."""
+    done = 0
+    while done < n_stages and (run_dir / f"stage{done}" / DONE_FILE).is_file():
+        done += 1
+    for t in range(done, n_stages):
+        shutil.rmtree(run_dir / f"stage{t}", ignore_errors=True)
+    return done
+
+
+# ---------------------------------------------------------------- models
+def body_state(model) -> dict[str, torch.Tensor]:
+    """Every tensor of a plain HF classifier except its head (detached CPU copies)."""
+    from lora_vs_full.models.methods import is_head_param
+
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if not is_head_param(k)}
+
+
+def head_state(model) -> dict[str, torch.Tensor]:
+    from lora_vs_full.models.methods import is_head_param
+
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if is_head_param(k)}
+
+
+def changed_tensors(current: dict, original: dict) -> dict[str, torch.Tensor]:
+    """The tensors of ``current`` that differ from ``original``: what a stage state must store."""
+    return {k: v.contiguous() for k, v in current.items() if not torch.equal(v, original[k])}
+
+
+def build_stage_model(cfg: DictConfig, num_labels: int, head_seed: int, changed: dict, device):
+    """The pretrained classifier with this task's fresh head (seeded) and the body tensors in ``changed``."""
+    from lora_vs_full.models.build import build_classifier
+
+    torch.manual_seed(head_seed)
+    model = build_classifier(cfg.model, num_labels)
+    if changed:
+        missing = set(changed) - set(model.state_dict())
+        if missing:
+            raise UserError(
+                f"stage state has tensors the model lacks ({sorted(missing)[:3]}...): delete the run dir"
+            )
+        model.load_state_dict(changed, strict=False)
+    return model.to(device)
+
+
+def train_stage(model, cfg: DictConfig, task: str, tokenizer, data, *, stage: int, family: str, device,
+                stage_dir: Path, log):  # fmt: skip
+    """Fine-tune ``model`` on ``task`` with the method; return (plain merged model, training result).
+
+    The fine-tune's own eval (on the task's capped eval set, with the trained head) and its loss curve
+    go to ``stage_dir/metrics.jsonl``."""
+    from lora_vs_full.models.methods import apply_method, method_lr
+    from lora_vs_full.training.loop import train
+
+    torch.manual_seed(cfg.seed + stage)  # LoRA's A init
+    model = apply_method(model, cfg.method, family=family)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    result = train(model, tokenizer, data.train(task), data.eval(task), cfg.optim, seed=cfg.seed + stage,
+                   lr=method_lr(cfg.method, cfg.optim), device=device, max_length=cfg.optim.max_length,
+                   run_dir=stage_dir, log=log)  # fmt: skip
+    if cfg.method.name == "lora":
+        model = model.merge_and_unload()  # W <- W + s B A; the head leaves modules_to_save
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, result
+
+
+class TaskData:
+    """Loads each task's train / probe / eval rows once per process (capped, seeded subsets)."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg, self._cache = cfg, {}
+
+    def _get(self, task: str, split: str, cap):
+        from lora_vs_full.data import load_task
+
+        key = (task, split, cap)
+        if key not in self._cache:
+            self._cache[key] = load_task(task, split, data_dir=self.cfg.sequence.data_dir, max_samples=cap,
+                                         seed=self.cfg.seed)  # fmt: skip
+        return self._cache[key]
+
+    def train(self, task):
+        return self._get(task, "train", self.cfg.sequence.max_train_samples)
+
+    def probe_train(self, task):
+        return self._get(task, "train", int(self.cfg.probe.train_samples))
+
+    def eval(self, task):
+        return self._get(task, "eval", self.cfg.sequence.max_eval_samples)
+
+
+# ---------------------------------------------------------------- measurements
+def probe_all(model, tasks, heads, tokenizer, data, cfg, *, device) -> dict[str, float]:
+    """Probe accuracy of the frozen ``model`` on every task (same seeds at every stage)."""
+    pcfg = ccfg.probe_config(cfg)
+    out = {}
+    for task in tasks:
+        template, init = heads[task]
+        out[task] = probe_accuracy(model, template, init, tokenizer, data.probe_train(task), data.eval(task),
+                                   pcfg, max_length=cfg.optim.max_length, seed=task_seed(cfg.seed, task),
+                                   device=device)  # fmt: skip
+    return out
+
+
+def intruder_grid(original: dict, changed: dict, cfg: DictConfig, family: str, cache) -> pd.DataFrame:
+    """Intruder counts of the current weights against the ORIGINAL pretrained ones, summed over matrices.
+
+    Columns k, epsilon, n_intruders (one row per grid point). Base decompositions come from ``cache``
+    (computed once per run, reused by every stage).
+    """
+    from lora_vs_full.models.targets import select_matrices
+    from lora_vs_full.spectral import DEFAULT_EPSILONS, analyze_matrix, validate_grid
+
+    s = cfg.spectral
+    ks, eps = validate_grid(list(s.ks), list(s.epsilons) if s.epsilons is not None else DEFAULT_EPSILONS)
+    dtype = getattr(torch, s.dtype)
+    total = torch.zeros(len(ks), len(eps), dtype=torch.int64)
+    for _mid, key in select_matrices(original, family, s.preset).items():
+        W0 = original[key]
+        base = cache.get_or_compute(cfg.model.name, key, W0, dtype=dtype)
+        total += analyze_matrix(W0, changed.get(key, W0), ks=ks, epsilons=eps, sim_n=1, base_svd=base,
+                                dtype=dtype).counts  # fmt: skip
+    return pd.DataFrame(
+        [
+            {"k": k, "epsilon": e, "n_intruders": int(total[i, j])}
+            for i, k in enumerate(ks)
+            for j, e in enumerate(eps)
+        ]
+    )
+
+
+# ---------------------------------------------------------------- the sequence
+def run_continual(cfg: DictConfig, *, log=print) -> Path:
+    """Run (or resume) the whole sequence for ``cfg``; returns the run directory.
+
+    Writes the run's tables after every stage, and the combined tables of every run under ``cfg.out``.
+    """
+    from lora_vs_full.data import get_task
+    from lora_vs_full.models.build import load_tokenizer
+    from lora_vs_full.models.targets import family as model_family
+    from lora_vs_full.spectral import SVDCache
+
+    tasks = ccfg.validate(cfg)
+    device = resolve_device(cfg.device)
+    run_dir = prepare_run_dir(cfg, log=log)
+    n_stages = len(tasks) + 1
+    start = completed_stages(run_dir, n_stages)
+    if start == n_stages:
+        log(f"{run_dir}: all {n_stages} stages complete (same config); nothing to do")
+        collect_tables(Path(cfg.out))
+        return run_dir
+    if start:
+        log(f"{run_dir}: resuming at stage {start} ({start} stage(s) complete)")
+
+    tokenizer = load_tokenizer(cfg.model)
+    heads, original, family = {}, None, None
+    for task in tasks:  # one fresh head per task, seeded by the task name: same init at every stage
+        m = build_stage_model(cfg, get_task(task).num_labels, task_seed(cfg.seed, task), {}, "cpu")
+        heads[task] = (m.classifier, {k: v.clone() for k, v in m.classifier.state_dict().items()})
+        if original is None:
+            original, family = body_state(m), model_family(m.config.model_type)
+        del m
+    changed = {}
+    if start:
+        state = load_file(run_dir / f"stage{start - 1}" / STATE_FILE)
+        changed = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
+    data, cache = TaskData(cfg), SVDCache(None)
+
+    for stage in range(start, n_stages):
+        t0 = time.time()
+        trained = tasks[stage - 1] if stage else None
+        model = build_stage_model(cfg, get_task(trained or tasks[0]).num_labels,
+                                  task_seed(cfg.seed, trained or tasks[0]), changed, device)  # fmt: skip
+        result = None
+        if trained is not None:
+            log(f"stage {stage}/{n_stages - 1}: fine-tuning on {trained} ({cfg.method.name})")
+            model, result = train_stage(model, cfg, trained, tokenizer, data, stage=stage, family=family,
+                                        device=device, stage_dir=run_dir / f"stage{stage}", log=log)  # fmt: skip
+            changed = changed_tensors(body_state(model), original)
+        model.eval()
+        acc = probe_all(model, tasks, heads, tokenizer, data, cfg, device=device)
+        grid = intruder_grid(original, changed, cfg, family, cache)
+        heads_out = head_state(model) if trained is not None else {}  # stage 0 trains no head
+        tensors = {**changed, **{HEAD_PREFIX + k: v.contiguous() for k, v in heads_out.items()}}
+        stage_dir = run_dir / f"stage{stage}"
+        atomic_write_with(stage_dir / STATE_FILE, lambda p, t=tensors: save_file(t, str(p)))
+        atomic_write_json(stage_dir / DONE_FILE, {
+            "stage": stage, "trained_task": trained, "train_result": _jsonable(result),
+            "probe_accuracy": acc, "intruders": grid.to_dict("records"),
+            "seconds": round(time.time() - t0, 1), "provenance": provenance.collect(stage=stage),
+        })  # fmt: skip
+        head = grid[(grid.k == 10) & (grid.epsilon == 0.5)].n_intruders
+        log(f"stage {stage}: probe " + ", ".join(f"{t}={a:.3f}" for t, a in acc.items())
+            + (f"; intruders(k=10, eps=0.5)={int(head.iloc[0])}" if len(head) else ""))  # fmt: skip
+        write_run_tables(run_dir, cfg)
+        collect_tables(Path(cfg.out))
+        del model
+    return run_dir
+
+
+def _jsonable(result):
+    if result is None:
+        return None
+    return {k: v for k, v in dict(result).items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+# ---------------------------------------------------------------- tables
+def _run_columns(cfg: DictConfig, run_dir: Path) -> dict:
+    rank = int(cfg.method.rank) if cfg.method.name == "lora" else pd.NA
+    return {"run": run_dir.name, "model": cfg.model.name, "method": cfg.method.name, "rank": rank,
+            "seed": int(cfg.seed)}  # fmt: skip
+
+
+def write_run_tables(run_dir: Path, cfg: DictConfig) -> None:
+    """``<run>/continual.*`` and ``<run>/continual_intruders.*`` from the complete stages' records."""
+    meta = _run_columns(cfg, run_dir)
+    acc_rows, intr_rows = [], []
+    for done in sorted(run_dir.glob(f"stage*/{DONE_FILE}"), key=lambda p: int(p.parent.name[5:])):
+        rec = read_json(done)
+        base = {**meta, "stage": rec["stage"], "trained_task": rec["trained_task"]}
+        acc_rows += [{**base, "eval_task": t, "accuracy": a} for t, a in rec["probe_accuracy"].items()]
+        intr_rows += [{**base, **row} for row in rec["intruders"]]
+    write_table(_typed(pd.DataFrame(acc_rows, columns=ACCURACY_COLUMNS)), run_dir / "continual")
+    write_table(_typed(pd.DataFrame(intr_rows, columns=INTRUDER_COLUMNS)), run_dir / "continual_intruders")
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    df["rank"] = df["rank"].astype("Int64")  # NA for full fine-tuning
+    df["trained_task"] = df["trained_task"].astype("string")  # NA at stage 0 (the pretrained baseline)
+    return df
+
+
+def collect_tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Concatenate every run's tables under ``out`` into ``<out>/continual.*`` and ``<out>/continual_intruders.*``."""
+    frames = {}
+    for stem in ("continual", "continual_intruders"):
+        parts = [pd.read_parquet(p) for p in sorted(out.glob(f"*/{stem}.parquet"))]
+        if not parts:
+            raise UserError(f"no continual runs under {out}: run `lvf-continual out={out}` first")
+        frames[stem] = _typed(pd.concat(parts, ignore_index=True))
+        write_table(frames[stem], out / stem)
+    return frames["continual"], frames["continual_intruders"]
