@@ -89,8 +89,8 @@ def convert(spec: TaskSpec, ds: datasets.Dataset, where: str) -> datasets.Datase
         text = [siqa_text(*row) for row in zip(*(ds[c] for c in text_cols), strict=True)]
     elif spec.name == "winogrande":
         text = [winogrande_text(*row) for row in zip(*(ds[c] for c in text_cols), strict=True)]
-    else:
-        text = ds[text_cols]
+    else:  # SST-2 sentences end in a space in GLUE; stripped as in local.py so both sources agree
+        text = [t.strip() for t in ds[text_cols]] if spec.name == "sst2" else ds[text_cols]
     columns = {"text": text}
     if pair_col:
         columns["text_pair"] = ds[pair_col]

@@ -19,6 +19,7 @@ dialect would swallow across lines (silently merging rows). FEVER claims are ded
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 from pathlib import Path
@@ -128,70 +129,46 @@ def read_labels(path: Path, n_rows: int, data: Path) -> list[str]:
     return labels
 
 
-def _pairs(task: str, rows: list[dict], a: str, b: str, y: str, path: Path) -> dict:
-    return {
+# Pair tasks: which files serve a split (first existing wins) and, per file format, the source columns
+# (text, text_pair, label).
+_PAIR_FILES = {
+    ("mnli", "train"): ("train.tsv", "glue_pretrain_subset/train.json"),
+    ("mnli", "eval"): ("dev_matched.tsv", "dev.jsonl"),
+    ("qqp", "train"): ("train.tsv", "glue_pretrain_subset/train.json"),
+    ("qqp", "eval"): ("dev.tsv", "glue_pretrain_subset/dev.json"),
+}
+_PAIR_COLUMNS = {
+    ("mnli", ".tsv"): ("sentence1", "sentence2", "gold_label"),
+    ("mnli", ".jsonl"): ("premise", "hypothesis", "label"),
+    ("mnli", ".json"): ("text_a", "text_b", "label"),
+    ("qqp", ".tsv"): ("question1", "question2", "is_duplicate"),
+    ("qqp", ".json"): ("text_a", "text_b", "label"),
+}
+_READ = {".tsv": read_tsv, ".jsonl": read_jsonl, ".json": read_keyed_json}
+
+
+def _pair_task(task: str, folder: Path, split: str) -> tuple[dict, Path]:
+    path = _find(folder, _PAIR_FILES[(task, split)], f"{task.upper()} {split}")
+    if task == "qqp" and split == "eval" and path.suffix == ".json":
+        log.warning("QQP eval: the official GLUE dev is absent; %s is a held-out subset of QQP TRAIN", path)
+    a, b, y = cols = _PAIR_COLUMNS[(task, path.suffix)]
+    rows = _READ[path.suffix](path, cols)
+    columns = {
         "text": [r[a] for r in rows],
         "text_pair": [r[b] for r in rows],
         "label": [map_label(task, r[y], str(path)) for r in rows],
     }
+    return columns, path
 
 
 def _sst2(folder: Path, split: str) -> tuple[dict, Path]:
     path = _find(folder, ("train.tsv",) if split == "train" else ("dev.tsv",), f"SST-2 {split}")
     rows = read_tsv(path, ("sentence", "label"))
-    # GLUE sentences end with a tokenised " " before the tab; strip whitespace only.
+    # GLUE sentences end in a space before the tab; stripped (here and in hub.py) so sources agree.
     return {
         "text": [r["sentence"].strip() for r in rows],
         "label": [map_label("sst2", r["label"], str(path)) for r in rows],
     }, path
-
-
-def _mnli(folder: Path, split: str) -> tuple[dict, Path]:
-    names = (
-        ("train.tsv", "glue_pretrain_subset/train.json")
-        if split == "train"
-        else ("dev_matched.tsv", "dev.jsonl")
-    )
-    path = _find(folder, names, f"MNLI {split}")
-    if path.suffix == ".tsv":
-        return _pairs(
-            "mnli",
-            read_tsv(path, ("sentence1", "sentence2", "gold_label")),
-            "sentence1",
-            "sentence2",
-            "gold_label",
-            path,
-        ), path
-    if path.suffix == ".jsonl":
-        return _pairs(
-            "mnli",
-            read_jsonl(path, ("premise", "hypothesis", "label")),
-            "premise",
-            "hypothesis",
-            "label",
-            path,
-        ), path
-    return _pairs(
-        "mnli", read_keyed_json(path, ("text_a", "text_b", "label")), "text_a", "text_b", "label", path
-    ), path
-
-
-def _qqp(folder: Path, split: str) -> tuple[dict, Path]:
-    if split == "train":
-        names = ("train.tsv", "glue_pretrain_subset/train.json")
-    else:
-        names = ("dev.tsv", "glue_pretrain_subset/dev.json")
-    path = _find(folder, names, f"QQP {split}")
-    if split == "eval" and path.suffix == ".json":
-        log.warning(
-            "QQP eval: the official GLUE dev.tsv is absent; %s is a held-out subset of QQP TRAIN", path
-        )
-    if path.suffix == ".tsv":
-        rows = read_tsv(path, ("question1", "question2", "is_duplicate"))
-        return _pairs("qqp", rows, "question1", "question2", "is_duplicate", path), path
-    return _pairs(
-        "qqp", read_keyed_json(path, ("text_a", "text_b", "label")), "text_a", "text_b", "label", path
-    ), path
 
 
 def _labelled_jsonl(
@@ -268,10 +245,9 @@ def _fever(folder: Path, split: str) -> tuple[dict, Path]:
 
 _READERS = {
     "sst2": _sst2,
-    "mnli": _mnli,
-    "qqp": _qqp,
+    "mnli": functools.partial(_pair_task, "mnli"),
+    "qqp": functools.partial(_pair_task, "qqp"),
     "siqa": _siqa,
-    "winogrande": _winogrande,
     "fever": _fever,
 }
 
