@@ -108,12 +108,17 @@ def curve_order(curves: pd.DataFrame) -> pd.DataFrame:
     return curves.assign(_o=key.astype(float)).sort_values(["_o", "lr"]).drop(columns="_o")
 
 
-def spectra_path(analysis_dir: str | Path, run: str) -> Path:
-    return Path(analysis_dir) / records.SPECTRA_DIR / f"{records.file_safe(run)}.safetensors"
+def spectra_path(analysis_dir: str | Path, run: str, step: int | None = None) -> Path:
+    """``<dir>/spectra/<file_safe(name)>.safetensors``; ``name`` is ``run`` or ``<run>@step-<n>`` (as
+    ``lora_vs_full.analysis`` names intermediate checkpoints)."""
+    name = run if step is None else f"{run}@step-{int(step)}"
+    return Path(analysis_dir) / records.SPECTRA_DIR / f"{records.file_safe(name)}.safetensors"
 
 
-def load_spectra(analysis_dir: str | Path, run: str, matrix: str) -> dict[str, np.ndarray]:
-    """The stored spectra of one run/matrix as float64 numpy arrays.
+def load_spectra(
+    analysis_dir: str | Path, run: str, matrix: str, *, step: int | None = None
+) -> dict[str, np.ndarray]:
+    """The stored spectra of one run/matrix (final checkpoint, or ``step``) as float64 numpy arrays.
 
     Keys: ``similarity`` (N x N |cos|, rows = tuned vectors, cols = pretrained), ``max_cos`` (k_max,
     max |cos| of each top tuned vector over ALL pretrained vectors), ``sigma_base``, ``sigma_tuned``
@@ -121,9 +126,10 @@ def load_spectra(analysis_dir: str | Path, run: str, matrix: str) -> dict[str, n
     """
     from safetensors.numpy import load_file
 
-    path = spectra_path(analysis_dir, run)
+    path = spectra_path(analysis_dir, run, step)
     if not path.is_file():
-        raise UserError(f"no spectra for run {run!r} ({path} missing); {ANALYZE_HINT}")
+        at = "" if step is None else f" at step {step}"
+        raise UserError(f"no spectra for run {run!r}{at} ({path} missing); {ANALYZE_HINT}")
     tensors = load_file(str(path))
     names = ("similarity", "max_cos", "sigma_base", "sigma_tuned")
     if f"{matrix}.similarity" not in tensors:

@@ -13,12 +13,16 @@ there runs; tests and the notebook insert it).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only; never needs a display (no-op if a backend is already in use)
+# Scripts only write files, so Agg (no display needed). A backend chosen explicitly -- e.g. the inline
+# backend a Jupyter kernel announces through MPLBACKEND -- is respected so notebooks can show figures.
+if "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend choice)
 import numpy as np  # noqa: E402
