@@ -116,13 +116,17 @@ class AdapterWeights(WeightSource):
 
     def scaling(self, mid: MatrixId) -> float:
         """s for one matrix: alpha / r (alpha / sqrt(r) with rsLoRA), honouring rank/alpha patterns."""
-        from peft.utils.other import get_pattern_key
-
         module = self._lora[mid][0]
         cfg = self.config
         rank_pattern, alpha_pattern = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
-        r = rank_pattern.get(get_pattern_key(rank_pattern.keys(), module), cfg["r"])
-        alpha = alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), module), cfg["lora_alpha"])
+        r, alpha = cfg["r"], cfg["lora_alpha"]
+        if rank_pattern or alpha_pattern:
+            # PEFT's own matcher, so patterns mean exactly what they meant at training time (imported
+            # only here: `import peft` pulls in transformers, seconds of start-up for plain adapters).
+            from peft.utils.other import get_pattern_key
+
+            r = rank_pattern.get(get_pattern_key(rank_pattern.keys(), module), r)
+            alpha = alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), module), alpha)
         saved_r = self._header[self._lora[mid][1]]["shape"][0]
         if saved_r != r:
             raise UserError(
