@@ -1,0 +1,131 @@
+"""Intruder scaling intervention: planted rank-one spikes with known answers (pure tensors, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lora_vs_full.errors import UserError
+from lora_vs_full.forgetting.intervention import (
+    WeightPatcher,
+    check_lambdas,
+    plan_scaling,
+    scaled_weight,
+    sweep,
+)
+from lora_vs_full.spectral.intruders import max_abs_cos
+from lora_vs_full.spectral.svd import thin_svd
+
+K, EPS = 10, 0.5
+
+
+def _base(m=48, n=32, seed=0):
+    """W0 with a decaying spectrum, float64: U0 diag(s) V0^T."""
+    g = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    s = torch.linspace(10, 1, n, dtype=torch.float64)
+    return U[:, :n] @ torch.diag(s) @ V.T, U, V
+
+
+def _spiked(scale=20.0, seed=0):
+    """W_t = W0 + scale * u v^T with u orthogonal to W0's column space: exactly one intruder, the top one."""
+    W0, U, V = _base(seed=seed)
+    # u is outside span(U0[:, :32]); v is W0's weakest right vector, so W_t's top left vector is ~u
+    u, v = U[:, -1], V[:, -1]
+    return W0, W0 + scale * torch.outer(u, v), u
+
+
+def _intruders(W0, W):
+    m = max_abs_cos(thin_svd(W).U, thin_svd(W0).U, K)
+    return (m < EPS).nonzero().flatten().tolist()
+
+
+def test_planted_spike_is_found_and_lambda_zero_removes_it():
+    W0, Wt, u = _spiked()
+    assert _intruders(W0, Wt) == [0]  # the spike is the top singular vector and an intruder
+    plan = plan_scaling(W0, Wt, k=K, epsilon=EPS, mode="top1", device="cpu")
+    assert plan.intruders == [0] and plan.max_cos[0] < 0.1
+    # the component is (to rounding) exactly the planted rank-one update: sigma u v^T of W_t
+    assert torch.linalg.matrix_rank(plan.intruder).item() == 1
+    W_removed = scaled_weight(Wt, plan.intruder, 0.0)
+    assert _intruders(W0, W_removed) == []
+    assert abs(float(u @ thin_svd(W_removed).U[:, 0])) < EPS
+    assert torch.equal(scaled_weight(Wt, plan.intruder, 1.0), Wt)  # lambda = 1 is W_t exactly
+    W2 = scaled_weight(Wt, plan.intruder, 2.0)
+    assert float(thin_svd(W2).S[0]) == pytest.approx(2 * float(thin_svd(Wt).S[0]), rel=1e-9)
+
+
+def test_negated_spike_is_found_and_removed_alike():
+    W0, Wt, _ = _spiked()
+    Wneg = 2 * W0 - Wt  # W0 - spike: only signs differ, the |cos| test must not care
+    a = plan_scaling(W0, Wt, k=K, epsilon=EPS, device="cpu")
+    b = plan_scaling(W0, Wneg, k=K, epsilon=EPS, device="cpu")
+    assert a.intruders == b.intruders == [0] and a.max_cos == pytest.approx(b.max_cos, abs=1e-12)
+    assert _intruders(W0, scaled_weight(Wneg, b.intruder, 0.0)) == []
+
+
+def test_control_scales_the_pretrained_neighbour_not_the_intruder():
+    W0, Wt, u = _spiked()
+    plan = plan_scaling(W0, Wt, k=K, epsilon=EPS, device="cpu")
+    base = thin_svd(W0)
+    i = plan.neighbours[0]
+    assert i == int((thin_svd(Wt).U[:, 0] @ base.U).abs().argmax())  # definition: argmax_i |<u_t, u0_i>|
+    expected = base.S[i] * torch.outer(base.U[:, i], base.Vh[i])
+    assert torch.allclose(plan.control, expected, atol=1e-12)
+    # a different direction: the control's column space is (nearly) orthogonal to the intruder
+    u_ctl = torch.linalg.svd(plan.control).U[:, 0]
+    assert abs(float(u_ctl @ u)) < 0.1
+    W_ctl = scaled_weight(Wt, plan.control, 0.0)
+    assert _intruders(W0, W_ctl) == [0]  # the intruder survives the control
+
+
+def test_mode_all_scales_every_intruder_and_no_intruder_means_no_plan():
+    W0, U, V = _base()
+    Wt = W0 + 20 * torch.outer(U[:, -1], V[:, -1]) + 15 * torch.outer(U[:, -2], V[:, -2])
+    top1 = plan_scaling(W0, Wt, k=K, epsilon=EPS, mode="top1", device="cpu")
+    both = plan_scaling(W0, Wt, k=K, epsilon=EPS, mode="all", device="cpu")
+    assert top1.intruders == [0] and both.intruders == [0, 1]
+    assert _intruders(W0, scaled_weight(Wt, both.intruder, 0.0)) == []
+    assert _intruders(W0, scaled_weight(Wt, top1.intruder, 0.0)) == [0]  # the second spike becomes the top
+    none = plan_scaling(W0, W0 + 1e-3 * torch.randn(W0.shape, dtype=torch.float64), k=K, epsilon=EPS)
+    assert none.intruder is None and none.intruders == []
+
+
+def test_patcher_and_sweep_restore_and_report_relative_changes():
+    W0, Wt, _ = _spiked()
+    lin = nn.Linear(Wt.shape[1], Wt.shape[0], bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(Wt.float())
+    plans = {"m": plan_scaling(W0, Wt, k=K, epsilon=EPS, device="cpu")}
+    patcher = WeightPatcher({"m": lin.weight}, plans)
+    original = lin.weight.detach().clone()
+
+    def measure():  # a stand-in: "accuracy" and "pseudo-loss" grow with the top singular value
+        s = float(torch.linalg.matrix_norm(lin.weight.detach().double(), ord=2))
+        return {"accuracy": s / 100, "pseudo_loss": 1.0 + s / 10}
+
+    rows = sweep(patcher, [0.0, 0.5, 1.0, 2.0], measure, base_pseudo_loss=1.0)
+    assert torch.equal(lin.weight, original)  # restored to W_t
+    by = {(r["condition"], r["lambda"]): r for r in rows}
+    assert len(rows) == 8
+    s1 = float(thin_svd(Wt).S[0])
+    assert by["intruder", 1.0]["forgetting"] == pytest.approx(s1 / 10, rel=1e-5)
+    assert (
+        by["intruder", 1.0]["accuracy_change_pct"] == 0 and by["control", 1.0]["forgetting_change_pct"] == 0
+    )
+    assert by["intruder", 2.0]["forgetting_change_pct"] == pytest.approx(100, rel=1e-4)  # sigma doubles
+    assert by["intruder", 0.0]["forgetting"] < by["control", 0.0]["forgetting"]
+
+
+def test_bad_inputs():
+    with pytest.raises(UserError, match=r"lambda must be >= 0.*\[-0.5\]"):
+        check_lambdas([1.0, -0.5])
+    with pytest.raises(UserError, match="lambdas is empty"):
+        check_lambdas([])
+    W0, Wt, _ = _spiked()
+    with pytest.raises(UserError, match="mode='top3'"):
+        plan_scaling(W0, Wt, mode="top3")
+    with pytest.raises(UserError, match="differ in shape"):
+        plan_scaling(W0, Wt[:, :-1])
