@@ -33,8 +33,9 @@ def test_sst2_tsv_keeps_stray_quotes(tmp_path):
         {"text": "\" it 's great", "label": 1},
         {"text": "awful , just awful", "label": 0},
     ]
-    # the task folder itself is accepted as data_dir too
-    assert len(load_task("sst2", "train", data_dir=tmp_path / "SST-2")) == 1
+    # the task folder itself is accepted as data_dir too; the origin names the file read
+    ds = load_task("sst2", "train", data_dir=tmp_path / "SST-2", max_samples=1)
+    assert len(ds) == 1 and ds.info.description == str(tmp_path / "SST-2/train.tsv")
 
 
 def test_mnli_glue_tsv_and_jsonl_and_keyed_json(tmp_path):

@@ -33,7 +33,7 @@ def subsample(ds: datasets.Dataset, max_samples: int | None, seed: int) -> datas
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
         raise UserError(f"max_samples={max_samples!r} must be a positive integer (or null for all rows)")
     n = min(max_samples, len(ds))
-    return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
+    return ds.shuffle(seed=seed).select(range(n))
 
 
 def _check(ds: datasets.Dataset, spec: TaskSpec, origin: str) -> datasets.Dataset:
@@ -59,6 +59,8 @@ def load_task(
 
     ``data_dir``: a directory with the task's original release files (the task folder itself, e.g.
     ``.../SST-2``, or a root holding it); ``None`` loads from the Hub. Ignored for synthetic tasks.
+    The returned dataset's ``info.description`` names its origin (the file read, or
+    ``hub_id/config@revision:split``, or ``synthetic:<name>``).
     ``max_samples``: cap via a ``seed``-ed random subset (:func:`subsample`).
     ``winogrande_size``: WinoGrande training size (xs, s, m, l, xl); ``None`` = xl on the Hub, and locally
     xl if present, else the largest size present (logged).
@@ -80,4 +82,6 @@ def load_task(
 
         ds, origin = load_hub(spec, split, winogrande_size=winogrande_size)
     ds = _check(ds, spec, origin)
+    # Where the rows came from (file path, or hub id/config@revision:split), for run provenance.
+    ds.info.description = origin
     return subsample(ds, max_samples, seed)
