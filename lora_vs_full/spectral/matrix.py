@@ -1,0 +1,99 @@
+"""Everything the analysis reports about one (pretrained, fine-tuned) matrix pair, in one call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lora_vs_full.errors import UserError
+from lora_vs_full.spectral.grid import validate_grid
+from lora_vs_full.spectral.intruders import intruder_counts, max_abs_cos, similarity_matrix
+from lora_vs_full.spectral.rank import effective_rank
+from lora_vs_full.spectral.svd import SVD, _prepare, check_dtype, default_device, thin_svd
+
+
+@dataclass
+class MatrixAnalysis:
+    """Results for one matrix; r = min(d_out, d_in). All tensors on the CPU.
+
+    counts: (len(ks), len(eps)) int64, rows/columns in the order of the validated (sorted, unique) grid.
+    max_cos: (k_max,) m_j of the top tuned vectors, k_max = min(max(ks), r).
+    sigma_base, sigma_tuned: (r,) all singular values of W0 / W_t, descending.
+    similarity: (n, n) |U_t^T U_0| over the top n = min(sim_n, r) vectors, rows = tuned.
+    erank_*: Roy-Vetterli effective rank of dW = W_t - W0, of W_t and of W0 (0.0 for dW = 0).
+    delta_fro, delta_spectral: ||dW||_F and ||dW||_2.
+    """
+
+    counts: Tensor
+    max_cos: Tensor
+    sigma_base: Tensor
+    sigma_tuned: Tensor
+    similarity: Tensor
+    erank_delta: float
+    erank_tuned: float
+    erank_base: float
+    delta_fro: float
+    delta_spectral: float
+
+
+def analyze_matrix(
+    W0: Tensor,
+    Wt: Tensor,
+    *,
+    ks: Sequence[int],
+    epsilons: Sequence[float],
+    sim_n: int = 100,
+    base_svd: SVD | None = None,
+    dtype: torch.dtype = torch.float64,
+    device=None,
+) -> MatrixAnalysis:
+    """Intruder counts over the whole k x epsilon grid plus spectra, similarity, effective ranks, norms.
+
+    W0, Wt: (d_out, d_in) ``nn.Linear.weight`` of the pretrained and the fine-tuned model (for LoRA the
+    MERGED W0 + s B A). Both are upcast to ``dtype`` (half-precision inputs included) and decomposed on
+    ``device`` (None: cuda if available). ``base_svd``: W0's decomposition from the cache (U and S are
+    used; W0 is then never re-decomposed). ks larger than r are clipped to r (a matrix has only r vectors),
+    so counts at k > r equal the count at k = r. ``ks``/``epsilons`` are validated (UserError if bad).
+    Cost: one thin SVD of Wt plus singular values only of dW (plus W0's SVD when no ``base_svd``).
+    """
+    ks, epsilons = validate_grid(ks, epsilons)
+    check_dtype(dtype)
+    if W0.shape != Wt.shape or W0.ndim != 2:
+        raise UserError(
+            f"pretrained and fine-tuned matrices differ in shape: {tuple(W0.shape)} vs {tuple(Wt.shape)}; "
+            "pair the same layer/module of the same architecture"
+        )
+    device = torch.device(device) if device is not None else default_device()
+    r = min(W0.shape)
+    if base_svd is None:
+        base_svd = thin_svd(W0, dtype=dtype, device=device)
+    elif base_svd.U.shape != (W0.shape[0], r) or base_svd.S.shape != (r,):
+        raise UserError(
+            f"base_svd has U {tuple(base_svd.U.shape)}, S {tuple(base_svd.S.shape)} but W0 is {tuple(W0.shape)}; "
+            "the cached decomposition belongs to another matrix"
+        )
+    tuned = thin_svd(Wt, dtype=dtype, device=device)
+    U0 = base_svd.U.to(dtype)
+    k_max = min(max(ks), r)
+    max_cos = max_abs_cos(tuned.U, U0, k_max)
+    counts = intruder_counts(max_cos, ks, epsilons)
+    similarity = similarity_matrix(tuned.U, U0, sim_n)
+
+    # Values only: svdvals skips accumulating U and V, several times cheaper than a full SVD.
+    dW = _prepare(Wt, dtype, device) - _prepare(W0, dtype, device)
+    sv_delta = torch.linalg.svdvals(dW).cpu()
+    return MatrixAnalysis(
+        counts=counts,
+        max_cos=max_cos,
+        sigma_base=base_svd.S.to(dtype),
+        sigma_tuned=tuned.S,
+        similarity=similarity,
+        erank_delta=effective_rank(sv_delta),
+        erank_tuned=effective_rank(tuned.S),
+        erank_base=effective_rank(base_svd.S),
+        delta_fro=float(sv_delta.square().sum().sqrt()),
+        delta_spectral=float(sv_delta[0]) if sv_delta.numel() else 0.0,
+    )
