@@ -1,0 +1,260 @@
+"""Continual learning: the stage loop, resume, per-task heads, merging, probes, bad inputs.
+
+One three-task run on the tiny model (synth_sentiment -> synth_nli -> sst2 from tiny SST-2 files written
+here) is shared by most tests: it is first crashed at stage 2, then resumed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lora_vs_full.continual import compose_continual, sequence
+from lora_vs_full.continual.probe import Features, ProbeConfig, head_accuracy, train_head
+from lora_vs_full.errors import UserError
+
+TASKS = ["synth_sentiment", "synth_nli", "sst2"]
+POS = ["a charming and affecting journey", "wonderful , warm and funny", "a moving , beautiful film"]
+NEG = ["bleak , dull and tedious", "contains no wit , only labored gags", "a boring , ugly mess"]
+
+
+def _sst2_dir(root: Path) -> Path:
+    folder = root / "SST-2"
+    folder.mkdir(parents=True)
+    for name, n in (("train.tsv", 8), ("dev.tsv", 4)):
+        rows = [f"{POS[i % 3]} {i}\t1" if i % 2 else f"{NEG[i % 3]} {i}\t0" for i in range(n)]
+        (folder / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def _overrides(tmp: Path, *extra: str) -> list[str]:
+    return [
+        "model=tiny",
+        "method=lora",
+        "method.rank=2",
+        f"sequence.tasks=[{','.join(TASKS)}]",
+        f"sequence.data_dir={tmp / 'data'}",
+        "sequence.max_train_samples=16",
+        "sequence.max_eval_samples=16",
+        "optim.max_steps=2",
+        "optim.batch_size=8",
+        "optim.max_length=24",
+        "probe.steps=3",
+        "probe.train_samples=16",
+        "probe.batch_size=8",
+        f"paths.results_dir={tmp / 'results'}",
+        f"out={tmp / 'out'}",
+        "device=cpu",
+        *extra,
+    ]
+
+
+class Crash(RuntimeError):
+    pass
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory, tiny_model_dir):
+    """Run the sequence, crash while training stage 2, then resume; record which stages trained."""
+    tmp = tmp_path_factory.mktemp("continual")
+    _sst2_dir(tmp / "data")
+    cfg = compose_continual(_overrides(tmp, f"model.source={tiny_model_dir}"))
+    real = sequence.train_stage
+    calls = []
+
+    def crashing(*args, stage, **kwargs):
+        calls.append(("first", stage))
+        if stage == 2:
+            raise Crash("injected failure at stage 2")
+        return real(*args, stage=stage, **kwargs)
+
+    sequence.train_stage = crashing
+    try:
+        with pytest.raises(Crash):
+            sequence.run_continual(cfg, log=lambda _m: None)
+        run_dir = Path(cfg.out) / sequence.run_name(cfg)
+        after_crash = {p.name for p in run_dir.iterdir()}
+        done1 = (run_dir / "stage1" / "stage.json").stat().st_mtime_ns
+
+        def counting(*args, stage, **kwargs):
+            calls.append(("resume", stage))
+            return real(*args, stage=stage, **kwargs)
+
+        sequence.train_stage = counting
+        sequence.run_continual(cfg, log=lambda _m: None)
+    finally:
+        sequence.train_stage = real
+    return {
+        "cfg": cfg,
+        "run_dir": run_dir,
+        "calls": calls,
+        "after_crash": after_crash,
+        "done1": done1,
+        "tmp": tmp,
+    }
+
+
+def test_sequence_completes_and_writes_tidy_tables(resumed):
+    out = Path(resumed["cfg"].out)
+    acc = pd.read_parquet(out / "continual.parquet")
+    assert set(["method", "rank", "stage", "trained_task", "eval_task", "accuracy"]) <= set(acc.columns)
+    assert sorted(acc.stage.unique()) == [0, 1, 2, 3]
+    assert len(acc) == 4 * 3 and set(acc.eval_task) == set(TASKS)
+    assert acc[acc.stage == 0].trained_task.isna().all()  # stage 0 = the pretrained baseline
+    assert list(acc.drop_duplicates("stage").sort_values("stage").trained_task[1:]) == TASKS
+    assert (acc.method == "lora").all() and (acc["rank"] == 2).all()
+    assert acc.accuracy.between(0, 1).all()
+    intr = pd.read_csv(out / "continual_intruders.csv")
+    assert set(["method", "rank", "stage", "k", "epsilon", "n_intruders"]) <= set(intr.columns)
+    assert len(intr) == 4 * 51 and set(intr.k) == {10}
+    assert (intr[intr.stage == 0].query("epsilon < 1").n_intruders == 0).all()  # W0 vs W0: none
+    # counts are monotone in epsilon at every stage (a sum of per-matrix monotone counts)
+    for _, g in intr.groupby("stage"):
+        assert g.sort_values("epsilon").n_intruders.is_monotonic_increasing
+
+
+def test_crash_then_resume_redoes_no_finished_stage(resumed):
+    calls, run_dir = resumed["calls"], resumed["run_dir"]
+    assert calls == [("first", 1), ("first", 2), ("resume", 2), ("resume", 3)]
+    assert "stage2" not in resumed["after_crash"] or not (run_dir / "stage2/stage.json").exists()
+    assert (run_dir / "stage1" / "stage.json").stat().st_mtime_ns == resumed["done1"]  # not rewritten
+    # a third invocation has nothing to do
+    sequence.run_continual(resumed["cfg"], log=lambda _m: None)
+    assert (run_dir / "stage1" / "stage.json").stat().st_mtime_ns == resumed["done1"]
+
+
+def test_heads_are_per_task_and_states_cumulative(resumed):
+    run_dir = resumed["run_dir"]
+    states = [load_file(run_dir / f"stage{t}" / "state.safetensors") for t in range(4)]
+    assert not any(k.startswith("head.") for k in states[0])  # stage 0 trains nothing
+    num_labels = [states[t]["head.classifier.out_proj.weight"].shape[0] for t in (1, 2, 3)]
+    assert num_labels == [2, 3, 2]  # synth_sentiment, synth_nli, sst2
+    assert not torch.equal(
+        states[1]["head.classifier.out_proj.weight"], states[3]["head.classifier.out_proj.weight"]
+    )
+    # body: only LoRA-targeted matrices differ from the pretrained weights, and they accumulate
+    body1 = {k for k in states[1] if not k.startswith("head.")}
+    body3 = {k for k in states[3] if not k.startswith("head.")}
+    assert body1 and body1 <= body3
+    assert all(".encoder.layer." in k and k.endswith(".weight") for k in body3)
+    assert not torch.equal(states[1][sorted(body1)[0]], states[3][sorted(body1)[0]])
+
+
+def test_probe_on_untouched_model_reproduces_baseline_row(resumed):
+    cfg = resumed["cfg"]
+    acc = pd.read_parquet(Path(cfg.out) / "continual.parquet")
+    from lora_vs_full.data import get_task
+    from lora_vs_full.models.build import load_tokenizer
+
+    task = "synth_nli"
+    seed = sequence.task_seed(cfg.seed, task)
+    model = sequence.build_stage_model(cfg, get_task(task).num_labels, seed, {}, "cpu")
+    heads = {task: (model.classifier, {k: v.clone() for k, v in model.classifier.state_dict().items()})}
+    got = sequence.probe_all(model, [task], heads, load_tokenizer(cfg.model), sequence.TaskData(cfg), cfg,
+                             device="cpu")  # fmt: skip
+    expected = acc.query("stage == 0 and eval_task == @task").accuracy.item()
+    assert got[task] == expected
+
+
+def test_resume_with_different_config_is_refused_and_touches_nothing(resumed):
+    cfg, run_dir = resumed["cfg"], resumed["run_dir"]
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    changed = compose_continual(
+        _overrides(resumed["tmp"], f"model.source={cfg.model.source}", "probe.steps=4")
+    )
+    with pytest.raises(UserError, match="different config.*probe.*overwrite=true"):
+        sequence.run_continual(changed, log=lambda _m: None)
+    assert before == {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_lora_stage_merge_preserves_the_function(tiny_model_dir, monkeypatch, tmp_path):
+    """The merged model returned by a LoRA stage computes the same logits as the trained PEFT model."""
+    from lora_vs_full.models.build import load_tokenizer
+    from lora_vs_full.training import loop
+
+    cfg = compose_continual(["model=tiny", f"model.source={tiny_model_dir}", "method.rank=4", "device=cpu"])
+    tok = load_tokenizer(cfg.model)
+    enc = tok(["the film was not good", "a fine day"], padding=True, return_tensors="pt")
+    seen = {}
+
+    def fake_train(model, *args, **kwargs):  # stands in for training: make every B non-zero
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+        model.eval()
+        seen["logits"] = model(**enc).logits
+        return {"eval_accuracy": None}
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    model = sequence.build_stage_model(cfg, 3, 0, {}, "cpu")
+    w0 = model.roberta.encoder.layer[0].attention.self.query.weight.detach().clone()
+
+    class NoData:
+        train = eval = staticmethod(lambda task: None)
+
+    merged, _ = sequence.train_stage(model, cfg, "synth_nli", tok, NoData(), stage=1, family="bert",
+                                     device="cpu", stage_dir=tmp_path, log=lambda _m: None)  # fmt: skip
+    assert type(merged).__name__ == "RobertaForSequenceClassification"  # PEFT wrappers gone
+    merged.eval()
+    torch.testing.assert_close(merged(**enc).logits, seen["logits"], rtol=1e-5, atol=1e-5)
+    assert not torch.equal(merged.roberta.encoder.layer[0].attention.self.query.weight, w0)
+
+
+def test_probe_learns_separable_features_and_is_seeded():
+    """Known answer: a linear head on linearly separable features reaches ~100 %; same seed, same head."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    feats = Features(list(x.split(32)), list(y.split(32)))
+    cfg = ProbeConfig(steps=120, lr=1e-1, batch_size=32, train_samples=256)
+
+    def fit(seed):
+        torch.manual_seed(123)
+        return train_head(torch.nn.Linear(8, 2), feats, cfg, seed=seed, device="cpu")
+
+    a, b, c = fit(1), fit(1), fit(2)
+    assert head_accuracy(a, feats, device="cpu") > 0.97
+    assert torch.equal(a.weight, b.weight)
+    assert not torch.equal(a.weight, c.weight)  # the batch order follows the seed
+
+
+@pytest.mark.parametrize(
+    "tasks, match",
+    [
+        (["synth_sentiment", "no_such_task"], "no_such_task"),
+        (["synth_sentiment"], "at least two"),
+        (["synth_sentiment", "synth_nli", "synth_sentiment"], "repeats synth_sentiment"),
+    ],
+)
+def test_bad_sequences_raise_user_error(tasks, match):
+    from lora_vs_full.continual import validate_tasks
+
+    with pytest.raises(UserError, match=match):
+        validate_tasks(tasks)
+
+
+def test_bad_probe_budget_raises_user_error():
+    with pytest.raises(UserError, match="probe.steps=0"):
+        ProbeConfig(steps=0)
+
+
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lora_vs_full.cli.continual", "model=tiny", "sequence.tasks=[synth_sentiment]",
+         f"out={out}", f"paths.results_dir={tmp_path / 'results'}"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: sequence.tasks=['synth_sentiment']")
+    assert not out.exists()
