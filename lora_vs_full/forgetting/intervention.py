@@ -169,7 +169,7 @@ def sweep(
             if cond not in CONDITIONS:
                 raise UserError(f"condition {cond!r} unknown; use {CONDITIONS}")
             for lam in lams:
-                if lam == 1.0:
+                if lam == 1.0 or not patcher.plans:  # nothing to scale: every lambda is W_t
                     results[cond, lam] = reference
                     continue
                 patcher.apply(lam, cond)
