@@ -142,14 +142,15 @@ def _data_source(spec, data_dir) -> dict:
 
 def execute(cfg: DictConfig, *, log=_log.info, progress: bool = True) -> dict:
     """Run one composed ``lvf-train`` config into its run directory; returns ``final.json``'s content."""
+    from lora_vs_full.config import validate
+
+    validate(cfg)  # before the heavy imports: a bad value fails in a fraction of a second
     import torch
 
-    from lora_vs_full.config import validate
     from lora_vs_full.data import get_task, load_task
     from lora_vs_full.models import build, methods, targets
     from lora_vs_full.training.loop import make_tracker, train
 
-    validate(cfg)
     run_dir = run_dir_for(cfg)
     if not prepare_run_dir(run_dir, cfg, overwrite=bool(cfg.overwrite), log=log):
         return read_final(run_dir)

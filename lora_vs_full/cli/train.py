@@ -27,8 +27,11 @@ register_configs()
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Returns the eval accuracy (Hydra sweepers can optimise it)."""
+    import datasets
+
     from lora_vs_full.runs import execute, run_dir_for
 
+    datasets.disable_progress_bars()  # per-split map/flatten bars drown the training bar
     log = logging.getLogger("lora_vs_full.train").info
     try:
         return execute(cfg, log=log)["eval_accuracy"]

@@ -114,9 +114,9 @@ class _Tracker:
                 self._log = lambda m, s: mlflow.log_metrics(m, step=s)
                 self._close = mlflow.end_run
         except ImportError:
-            extra = "tensorboard (pip install -e '.[track]')" if name == "tensorboard" else name
+            hint = " (pip install -e '.[track]')" if name == "tensorboard" else ""
             raise UserError(
-                f"tracker={name} needs the {extra} package: install it or use tracker=none"
+                f"tracker={name} needs the {name} package{hint}: install it or use tracker=none"
             ) from None
 
     def log(self, metrics: dict, step: int) -> None:
