@@ -4,7 +4,8 @@ Two modes (config: ``conf/pseudoloss.yaml`` + ``conf/forgetting/default.yaml``):
 
 * runs: ``lvf-pseudoloss runs='<glob>' text_file=<file> out=<dir>`` -- every complete lvf-train run
   (LoRA merged), plus one reference row per base (the untouched pretrained encoder, ``method = "base"``);
-* model: ``lvf-pseudoloss model=<dir|id> [base=<dir|id>] out=<dir>`` -- one model scored as it is.
+* model: ``lvf-pseudoloss tuned=<dir|id> [base=<dir|id>] out=<dir>`` -- one model scored as it is (the key
+  is ``tuned``, as in lvf-analyze: ``model=`` would select Hydra's model config group).
 
 Every row is also a part file ``<out>/parts/<name>.json`` holding the row and what it depends on (final.json
 sha256, corpus digest, max_length, head); a rerun recomputes only the parts that are missing or changed, then
@@ -44,26 +45,26 @@ COLUMNS = RUN_COLUMNS + (
 
 def _targets(cfg) -> list[dict]:
     """What to score: ``{"name", "base", "base_revision", "meta", "source", "load"}`` per model."""
-    if (cfg.runs is None) == (cfg.model is None):
-        raise UserError("pass exactly one of runs='<glob of run dirs>' or model=<model dir or Hub id>")
-    if cfg.model is not None:
-        base = cfg.base or cfg.model
+    if (cfg.runs is None) == (cfg.tuned is None):
+        raise UserError("pass exactly one of runs='<glob of run dirs>' or tuned=<model dir or Hub id>")
+    if cfg.tuned is not None:
+        base = cfg.base or cfg.tuned
         meta = {c: None for c in RUN_COLUMNS} | {
-            "run": str(cfg.model),
-            "model": str(cfg.model),
+            "run": str(cfg.tuned),
+            "model": str(cfg.tuned),
             "method": "model",
         }
-        if base == cfg.model:
+        if base == cfg.tuned:
             return []  # the model is its own base: its reference row is the only row
         return [
             dict(
-                name=file_safe(str(cfg.model)),
+                name=file_safe(str(cfg.tuned)),
                 base=str(base),
                 base_revision=cfg.base_revision,
                 meta=meta,
-                source={"model": str(cfg.model)},
+                source={"model": str(cfg.tuned)},
                 eval_accuracy=None,
-                load=lambda: load_encoder(str(cfg.model)),
+                load=lambda: load_encoder(str(cfg.tuned)),
             )
         ]
     from lora_vs_full.runs import load_run_model
@@ -108,7 +109,7 @@ def score(cfg) -> pd.DataFrame:
         raise UserError("out=<dir> is required: where pseudoloss.parquet/.csv go")
     out = Path(cfg.out)
     targets = _targets(cfg)
-    bases = {(t["base"], t["base_revision"]) for t in targets} or {(str(cfg.model), cfg.base_revision)}
+    bases = {(t["base"], t["base_revision"]) for t in targets} or {(str(cfg.tuned), cfg.base_revision)}
     rows = []
     for base, revision in sorted(bases, key=str):
         scorer, base_encoder = build_scorer(
