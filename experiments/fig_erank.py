@@ -83,7 +83,7 @@ def plot_erank(table: pd.DataFrame):
                     ax.fill_between(c["layer"], c["erank_min"], c["erank_max"], color=color, alpha=0.15, lw=0)
                 handles.setdefault(label, line)
             ax.set_yscale("log")
-            figstyle.plain_log_ticks(ax.yaxis, minor=False)
+            figstyle.plain_log_ticks(ax.yaxis)
             ax.set_title(panel)
             ax.set_xlabel("layer")
             layers = sorted(sub["layer"].unique())

@@ -133,17 +133,20 @@ def _save_all(fig, data, out_dir: Path, name: str, pdf_meta: dict, png_meta: dic
     ]
 
 
-def plain_log_ticks(axis, *, minor: bool = True) -> None:
-    """Label a log axis 0.5, 1, 2, 300 instead of 5x10^-1; with ``minor``, also the 2s and 5s of each
-    decade, so a spectrum spanning less than a decade still has labels."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+def plain_log_ticks(axis) -> None:
+    """Label a log axis 0.5, 1, 2, 300 instead of 5x10^-1. When the view spans under two decades (so there
+    would be at most two labelled powers of ten), the 2s and 5s of each decade are labelled too."""
+    from matplotlib.ticker import FuncFormatter
 
     def minor_label(v, _):
-        mantissa = round(v / 10 ** np.floor(np.log10(v)), 6) if v > 0 else 0
+        lo, hi = sorted(axis.get_view_interval())  # read at draw time, after autoscaling
+        if v <= 0 or lo <= 0 or np.log10(hi / lo) >= 2:
+            return ""
+        mantissa = round(v / 10 ** np.floor(np.log10(v)), 6)
         return f"{v:g}" if mantissa in (2.0, 5.0) else ""
 
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(FuncFormatter(minor_label) if minor else NullFormatter())
+    axis.set_minor_formatter(FuncFormatter(minor_label))
 
 
 def write_csv(data: pd.DataFrame, path: str | Path) -> Path:

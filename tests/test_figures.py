@@ -287,3 +287,76 @@ def test_erank_mean_over_modules(analysis, tmp_path):
         assert csv.loc[sel, "erank_delta"].item() == pytest.approx(grp["erank_delta"].mean())
     with pytest.raises(UserError, match="erank_delta"):
         fig_erank.make_erank(mat.drop(columns="erank_delta"), tmp_path)
+
+
+def test_figures_read_what_lvf_analyze_writes(tiny_model_dir, tmp_path):
+    """Contract test with the real producer: a planted rank-1 spike per matrix is exactly one intruder."""
+    import torch
+
+    from lora_vs_full.spectral import SVDCache
+
+    # One thread: on a shared 2-core machine, 2-thread SVDs of these tiny matrices are ~20x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _analyze_two_runs(tiny_model_dir, tmp_path, SVDCache(None))
+    finally:
+        torch.set_num_threads(threads)
+    out, runs = (
+        tmp_path / "an",
+        {"full": "tiny/synth/full/seed0", "lora": "tiny/synth/lora-r1-a2-all_linear/seed0"},
+    )
+    n_matrices = pd.read_parquet(out / "matrices.parquet")["matrix"].nunique()
+    fig5.make_fig5(out, tmp_path / "fig")
+    head = pd.read_csv(tmp_path / "fig" / "fig5_headline.csv").set_index("task")
+    assert head.loc["synth", "LoRA r=1"] == n_matrices and head.loc["synth", "full FT"] == 0
+    fig_similarity.make_similarity(out, list(runs.values()), "layer1.fc1", tmp_path / "fig")
+    sim = pd.read_csv(tmp_path / "fig" / "similarity_layer1.fc1.csv")
+    flagged = sim[sim["intruder"]].groupby("run")["tuned_index"].unique()
+    assert runs["full"] not in flagged and flagged[runs["lora"]].tolist() == [
+        0
+    ]  # the spike is the top vector
+    # matrices.parquet side of the contract (spectra/heat map read the same files as above).
+    fig_erank.make_erank(out, tmp_path / "fig")
+    erank = pd.read_csv(tmp_path / "fig" / "erank.csv")
+    assert (
+        erank.loc[erank["method"] == "lora", "erank_delta"]
+        < erank.loc[erank["method"] == "full", "erank_delta"].min()
+    ).all()
+
+
+def _analyze_two_runs(tiny_model_dir, tmp_path, cache):
+    """lvf-analyze's layout for a near-copy ("full") and a rank-1 spike of norm 3 on every matrix ("lora")."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from lora_vs_full.analysis import analyze_pair, write_analysis
+    from lora_vs_full.weights import open_pair
+
+    out = tmp_path / "an"
+    for tag, spike in (("full", 0.0), ("lora-r1-a2-all_linear", 3.0)):
+        tuned = tmp_path / tag
+        shutil.copytree(tiny_model_dir, tuned)
+        sd = load_file(str(tuned / "model.safetensors"))
+        g = torch.Generator().manual_seed(1)
+        for key, w in sd.items():
+            if w.ndim == 2 and ".encoder." in f".{key}":
+                u, v = torch.randn(w.shape[0], generator=g), torch.randn(w.shape[1], generator=g)
+                sd[key] = (
+                    w
+                    + 1e-4 * torch.randn(w.shape, generator=g)
+                    + spike * torch.outer(u / u.norm(), v / v.norm())
+                )
+        save_file(sd, str(tuned / "model.safetensors"), metadata={"format": "pt"})
+        lora = tag != "full"
+        meta = dict(run=f"tiny/synth/{tag}/seed0", model="tiny", task="synth", method="lora" if lora else "full",
+                    rank=1 if lora else None, alpha=2.0 if lora else None, lr=1e-5, seed=0, step=None)  # fmt: skip
+        pair = open_pair(str(tiny_model_dir), str(tuned))
+        res = analyze_pair(*pair, run_meta=meta, progress=False, sim_n=10, cache=cache)
+        write_analysis(res, out / "parts" / tag, spectra_dir=out / records.SPECTRA_DIR)
+    for stem in ("intruders", "matrices"):
+        pd.concat([pd.read_parquet(p / f"{stem}.parquet") for p in (out / "parts").iterdir()]).to_parquet(
+            out / f"{stem}.parquet"
+        )
