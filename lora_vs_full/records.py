@@ -4,6 +4,8 @@ Every table is long format: one row per observation, identifying columns first. 
 read these columns and nothing else, so they are the contract between producers and consumers.
 """
 
+import re
+
 # Columns that identify which fine-tune a row is about (present in every analysis table).
 RUN_COLUMNS = ("run", "model", "task", "method", "rank", "alpha", "lr", "seed", "step")
 
@@ -41,6 +43,4 @@ def file_safe(run: str) -> str:
     Producers (analysis) and consumers (figures, notebooks) must both go through this function so
     ``<dir>/spectra/<file_safe(run)>.safetensors`` is found without guessing.
     """
-    import re  # local: keep this schema module free of import-time work beyond constants
-
     return re.sub(r"[^A-Za-z0-9._-]", "_", str(run))
