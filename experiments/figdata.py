@@ -192,3 +192,30 @@ def panel_names(df: pd.DataFrame) -> pd.Series:
     if df["model"].nunique() > 1:
         return df["model"].astype(str) + " / " + df["task"].astype(str)
     return df["task"].astype(str)
+
+
+def runs_for(
+    table: pd.DataFrame, task: str, ranks=(1, 8), *, full: bool = True, seed: int | None = None
+) -> list[str]:
+    """Run ids for a side-by-side figure: full FT (if ``full``) then LoRA at each of ``ranks`` for ``task``.
+
+    Takes the lowest seed (or ``seed``) of each; a missing task/rank/seed is a UserError listing what exists.
+    """
+    df = final_only(pick(table, "task", task, what="table"))
+    if seed is not None:
+        df = pick(df, "seed", int(seed), what=f"table for task {task}")
+    wanted = ([("full", None)] if full else []) + [("lora", int(r)) for r in ranks]
+    out = []
+    for method, rank in wanted:
+        sel = df[(df["method"] == method) & (df["rank"].isna() if rank is None else (df["rank"] == rank))]
+        if sel.empty:
+            have = sorted(
+                {
+                    ("full" if m == "full" else f"r={int(r)}")
+                    for m, r in zip(df["method"], df["rank"], strict=True)
+                }
+            )
+            what = "full FT" if rank is None else f"LoRA r={rank}"
+            raise UserError(f"no {what} run for task {task!r}; available: {have}")
+        out.append(sel.sort_values(["seed", "run"])["run"].iloc[0])
+    return out

@@ -360,3 +360,18 @@ def _analyze_two_runs(tiny_model_dir, tmp_path, cache):
         pd.concat([pd.read_parquet(p / f"{stem}.parquet") for p in (out / "parts").iterdir()]).to_parquet(
             out / f"{stem}.parquet"
         )
+
+
+def test_runs_for_picks_full_then_ranks(analysis):
+    import figdata
+
+    table = pd.read_parquet(analysis[0] / "intruders.parquet")
+    got = figdata.runs_for(table, "mnli", [1, 8])
+    assert got == [
+        _run_id("mnli", "full", None, 0),
+        _run_id("mnli", "lora", 1, 0),
+        _run_id("mnli", "lora", 8, 0),
+    ]
+    assert figdata.runs_for(table, "sst2", [1], full=False, seed=1) == [_run_id("sst2", "lora", 1, 1)]
+    with pytest.raises(UserError, match="r=16"):
+        figdata.runs_for(table, "sst2", [16])
