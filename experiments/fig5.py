@@ -73,9 +73,7 @@ def fig5_table(
         "n_seeds",
         "n_matrices",
     ]
-    return (
-        figdata.curve_order(curves[cols]).sort_values(["model", "task"], kind="stable").reset_index(drop=True)
-    )
+    return figdata.sort_panels(figdata.curve_order(curves[cols])).reset_index(drop=True)
 
 
 def headline(table: pd.DataFrame, *, epsilon: float = records.HEADLINE_EPSILON) -> pd.DataFrame:
@@ -83,7 +81,7 @@ def headline(table: pd.DataFrame, *, epsilon: float = records.HEADLINE_EPSILON) 
     at = figdata.at_epsilon(table, epsilon).assign(panel=lambda d: figdata.panel_names(d))
     order = list(dict.fromkeys(figdata.curve_order(at)["label"]))
     wide = at.pivot_table(index="panel", columns="label", values="n_intruders", aggfunc="first")
-    wide = wide[[c for c in order if c in wide.columns]]
+    wide = wide.loc[list(dict.fromkeys(at["panel"])), [c for c in order if c in wide.columns]]  # table order
     return wide.reset_index().rename(columns={"panel": "task"}).rename_axis(columns=None)
 
 
@@ -92,21 +90,21 @@ def plot_fig5(table: pd.DataFrame, *, k: int = records.HEADLINE_K, epsilon: floa
     table = table.assign(panel=figdata.panel_names(table))
     panels = list(dict.fromkeys(table["panel"]))
     colors = figstyle.rank_colors(table.loc[table["method"] != "full", "rank"].dropna())
+    # One dash per configuration of a rank, fixed across panels (lr variants: solid, dashed, ...).
     dashes = ["-", "--", "-.", ":"]
+    configs = figdata.curve_order(table.drop_duplicates("label"))  # legend order over all panels
+    n_before = configs.groupby(["method", configs["rank"].astype("Float64")], dropna=False).cumcount()
+    style = {lab: dashes[i % len(dashes)] for lab, i in zip(configs["label"], n_before, strict=True)}
     with figstyle.style():
         fig, axes = figstyle.panel_grid(len(panels))
         handles = {}
         for ax, panel in zip(axes, panels, strict=True):
             sub = table[table["panel"] == panel]
-            seen: dict[tuple, int] = {}  # (method, rank) -> curves drawn, to vary the dash of lr variants
             for label in dict.fromkeys(sub["label"]):
                 c = sub[sub["label"] == label].sort_values("epsilon")
                 method, rank = c["method"].iloc[0], c["rank"].iloc[0]
                 color = figstyle.FULL_COLOR if method == "full" else colors[int(rank)]
-                key = (method, None if pd.isna(rank) else int(rank))
-                ls = dashes[seen.get(key, 0) % len(dashes)]
-                seen[key] = seen.get(key, 0) + 1
-                (line,) = ax.plot(c["epsilon"], c["n_intruders"], color=color, ls=ls, label=label)
+                (line,) = ax.plot(c["epsilon"], c["n_intruders"], color=color, ls=style[label], label=label)
                 if c["n_seeds"].max() > 1:
                     ax.fill_between(c["epsilon"], c["n_min"], c["n_max"], color=color, alpha=0.15, lw=0)
                 handles.setdefault(label, line)
@@ -117,7 +115,7 @@ def plot_fig5(table: pd.DataFrame, *, k: int = records.HEADLINE_K, epsilon: floa
             ax.set_xlabel("ε (max |cos| threshold)")
         for ax in axes[:: min(len(axes), 4)]:
             ax.set_ylabel(f"# intruder dimensions (k={k})")
-        fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), title=None)
+        figstyle.legend(fig, {lab: handles[lab] for lab in configs["label"]})  # global curve order
         fig.tight_layout()
     return fig
 

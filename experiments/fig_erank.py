@@ -59,9 +59,7 @@ def erank_table(
         "erank_max",
         "n_seeds",
     ]
-    return (
-        figdata.curve_order(curves[cols]).sort_values(["model", "task"], kind="stable").reset_index(drop=True)
-    )
+    return figdata.sort_panels(figdata.curve_order(curves[cols])).reset_index(drop=True)
 
 
 def plot_erank(table: pd.DataFrame):
@@ -94,7 +92,8 @@ def plot_erank(table: pd.DataFrame):
         )
         for ax in axes[:: min(len(axes), 4)]:
             ax.set_ylabel(ylab)
-        fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5))
+        order = figdata.curve_order(table.drop_duplicates("label"))["label"]
+        figstyle.legend(fig, {lab: handles[lab] for lab in order})  # global curve order
         fig.tight_layout()
     return fig
 

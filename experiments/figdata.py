@@ -166,13 +166,14 @@ def run_labels(table: pd.DataFrame | None, runs: list[str]) -> dict[str, str]:
 def add_curve_labels(curves: pd.DataFrame) -> pd.DataFrame:
     """Add a ``label`` column naming each curve (``LoRA r=8``, ``full FT``) for legends and CSVs.
 
-    When one model/task/method/rank has several (alpha, lr) configurations, the label carries them so
-    the curves stay distinguishable (e.g. the offline preset's r = 1 learning-rate sweep).
+    When one model/method/rank has several (alpha, lr) configurations anywhere in the table, the label
+    carries them so the curves stay distinguishable (e.g. the offline preset's r = 1 learning-rate sweep);
+    deciding over the whole table, not per task, keeps one label per configuration across panels.
     """
     out = curves.copy()
-    cfg = out[list(CURVE_COLUMNS)].drop_duplicates()
-    n_cfg = cfg.groupby(["model", "task", "method", "rank"], dropna=False).size().rename("_n").reset_index()
-    out = out.merge(n_cfg, on=["model", "task", "method", "rank"], how="left")
+    cfg = out[["model", "method", "rank", "alpha", "lr"]].drop_duplicates()
+    n_cfg = cfg.groupby(["model", "method", "rank"], dropna=False).size().rename("_n").reset_index()
+    out = out.merge(n_cfg, on=["model", "method", "rank"], how="left")
 
     def label(row) -> str:
         base = "full FT" if row["method"] == "full" else f"LoRA r={int(row['rank'])}"
@@ -185,6 +186,17 @@ def add_curve_labels(curves: pd.DataFrame) -> pd.DataFrame:
 
     out["label"] = out.apply(label, axis=1)
     return out.drop(columns="_n")
+
+
+# The paper's task order (v1 Table/Fig. 5); other tasks follow alphabetically.
+PAPER_TASK_ORDER = ("mnli", "qqp", "sst2", "siqa", "winogrande", "fever")
+
+
+def sort_panels(df: pd.DataFrame) -> pd.DataFrame:
+    """Stable sort by model, then task in the paper's order, keeping the row order within a task."""
+    known = {t: i for i, t in enumerate(PAPER_TASK_ORDER)}
+    key = df["task"].map(lambda t: (known.get(str(t).lower(), len(known)), str(t)))
+    return df.assign(_t=key).sort_values(["model", "_t"], kind="stable").drop(columns="_t")
 
 
 def panel_names(df: pd.DataFrame) -> pd.Series:

@@ -100,6 +100,18 @@ def panel_grid(n: int, *, max_cols: int = 4, sharey: bool = True, **kw):
     return fig, flat[:n]
 
 
+def legend(fig, handles: dict) -> None:
+    """One legend for all panels (``handles``: label -> artist, in legend order): in an unused grid slot
+    if :func:`panel_grid` left one, else to the right of the panels."""
+    spare = [ax for ax in fig.axes if not ax.get_visible()]
+    if spare:
+        spare[0].set_visible(True)
+        spare[0].axis("off")
+        spare[0].legend(handles.values(), handles.keys(), loc="center left")
+    else:
+        fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+
 def save(
     fig,
     data: pd.DataFrame,
