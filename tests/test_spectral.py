@@ -213,3 +213,20 @@ def test_half_precision_is_upcast_before_decomposing():
     assert torch.equal(got.S, want.S)
     a = analyze_matrix(W, W.clone(), ks=[10], epsilons=[0.5])
     assert a.counts.sum() == 0 and a.sigma_tuned.dtype == torch.float64
+
+
+def test_gram_svdvals_matches_svdvals():
+    from lora_vs_full.spectral.svd import gram_svdvals
+
+    g = torch.Generator().manual_seed(6)
+    for A in (
+        1e-3 * torch.randn(40, 90, generator=g, dtype=torch.float64),  # dense, full-FT-like
+        torch.randn(90, 8, generator=g, dtype=torch.float64)
+        @ torch.randn(8, 40, generator=g, dtype=torch.float64),
+        torch.zeros(5, 7, dtype=torch.float64),
+    ):
+        ref = torch.linalg.svdvals(A)
+        got = gram_svdvals(A)
+        assert got.shape == ref.shape
+        assert torch.allclose(got, ref, atol=1e-12 * max(1.0, float(ref[0])))
+        assert effective_rank(got) == pytest.approx(effective_rank(ref), rel=1e-9, abs=1e-12)

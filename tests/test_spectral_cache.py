@@ -126,3 +126,15 @@ def test_batched_equals_single():
         assert len(batched) == len(Ws)
         for a, b in zip(batched, singles, strict=True):
             _same_svd(a, b)
+
+
+def test_thin_svd_shapes_and_factorisation_wide_and_tall():
+    for m, n in ((12, 30), (30, 12), (9, 9)):
+        W = _w(m, n, seed=m, dtype=torch.float64)
+        U, S, Vh = thin_svd(W)
+        r = min(m, n)
+        assert U.shape == (m, r) and S.shape == (r,) and Vh.shape == (r, n)
+        assert torch.allclose(U * S @ Vh, W, atol=1e-12)
+        assert torch.allclose(U.T @ U, torch.eye(r, dtype=torch.float64), atol=1e-12)
+        assert (S.diff() <= 0).all()
+        assert torch.allclose(S, torch.linalg.svdvals(W), atol=1e-12)

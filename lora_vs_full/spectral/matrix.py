@@ -12,7 +12,7 @@ from lora_vs_full.errors import UserError
 from lora_vs_full.spectral.grid import validate_grid
 from lora_vs_full.spectral.intruders import intruder_counts, max_abs_cos, similarity_matrix
 from lora_vs_full.spectral.rank import effective_rank
-from lora_vs_full.spectral.svd import SVD, _prepare, check_dtype, default_device, thin_svd
+from lora_vs_full.spectral.svd import SVD, _prepare, check_dtype, default_device, gram_svdvals, thin_svd
 
 
 @dataclass
@@ -57,7 +57,7 @@ def analyze_matrix(
     ``device`` (None: cuda if available). ``base_svd``: W0's decomposition from the cache (U and S are
     used; W0 is then never re-decomposed). ks larger than r are clipped to r (a matrix has only r vectors),
     so counts at k > r equal the count at k = r. ``ks``/``epsilons`` are validated (UserError if bad).
-    Cost: one thin SVD of Wt plus singular values only of dW (plus W0's SVD when no ``base_svd``).
+    Cost: one thin SVD of Wt plus dW's singular values from its Gram matrix (``gram_svdvals``) (plus W0's SVD when no ``base_svd``).
     """
     ks, epsilons = validate_grid(ks, epsilons)
     check_dtype(dtype)
@@ -82,9 +82,11 @@ def analyze_matrix(
     counts = intruder_counts(max_cos, ks, epsilons)
     similarity = similarity_matrix(tuned.U, U0, sim_n)
 
-    # Values only: svdvals skips accumulating U and V, several times cheaper than a full SVD.
-    dW = _prepare(Wt, dtype, device) - _prepare(W0, dtype, device)
-    sv_delta = torch.linalg.svdvals(dW).cpu()
+    # dW in float64 whatever `dtype` is: its spectrum only feeds norms and the effective rank, and the
+    # Gram route (gram_svdvals) needs float64 to keep small singular values meaningful.
+    dW = _prepare(Wt, torch.float64, device) - _prepare(W0, torch.float64, device)
+    sv_delta = gram_svdvals(dW).cpu()
+    delta_fro = float(torch.linalg.matrix_norm(dW))  # directly, not from the squared spectrum
     return MatrixAnalysis(
         counts=counts,
         max_cos=max_cos,
@@ -94,6 +96,6 @@ def analyze_matrix(
         erank_delta=effective_rank(sv_delta),
         erank_tuned=effective_rank(tuned.S),
         erank_base=effective_rank(base_svd.S),
-        delta_fro=float(sv_delta.square().sum().sqrt()),
+        delta_fro=delta_fro,
         delta_spectral=float(sv_delta[0]) if sv_delta.numel() else 0.0,
     )

@@ -55,12 +55,50 @@ def _to_cpu(U: Tensor, S: Tensor, Vh: Tensor) -> SVD:
     return SVD(U.cpu(), S.cpu(), Vh.cpu())
 
 
+def _svd_tall(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """torch.linalg.svd(A, full_matrices=False) for (..., m, n), always decomposing a TALL matrix.
+
+    LAPACK's gesdd through torch is ~4x slower on a wide (m < n) matrix than on its tall transpose
+    (measured: 768x3072 4.3 s vs 3072x768 1.1 s, float64, one thread), so a wide A is decomposed as
+    A^T = U' S Vh' and returned as U = Vh'^T, Vh = U'^T -- the same factorisation.
+    """
+    if A.shape[-2] >= A.shape[-1]:
+        return torch.linalg.svd(A, full_matrices=False)
+    U2, S, Vh2 = torch.linalg.svd(A.mT, full_matrices=False)
+    return Vh2.mT, S, U2.mT
+
+
+def svdvals(A: Tensor) -> Tensor:
+    """Singular values only (descending), decomposing the tall orientation (see :func:`_svd_tall`)."""
+    return torch.linalg.svdvals(A if A.shape[-2] >= A.shape[-1] else A.mT)
+
+
+def gram_svdvals(A: Tensor) -> Tensor:
+    """Singular values (r,) of a 2-D A, descending, from the eigenvalues of its smaller Gram matrix, in float64.
+
+    Used for dW's effective rank and spectral norm, where it is ~2x cheaper than ``svdvals`` (one GEMM +
+    ``eigvalsh`` of an r x r matrix; measured 25 ms vs 44 ms at 1536x384) and keeps a checkpoint's analysis
+    near the cost of the tuned SVD alone. Precision: squaring puts rounding at eps64 * sigma_max^2 in the
+    eigenvalues, so sigma_i below sigma_max * sqrt(max(m, n) * eps64) (~3e-7 sigma_max at 768) are rounding
+    noise and are set to exactly 0 -- which keeps the effective rank of an exactly rank-r update at r.
+    A genuine spectrum changes by far less than its own rounding would show in the entropy (a bias below
+    ~1e-3 relative even if every sigma sat just under the cut-off).
+    """
+    A = A.to(torch.float64)
+    G = A.mT @ A if A.shape[0] >= A.shape[1] else A @ A.mT
+    lam = torch.linalg.eigvalsh(G).flip(0)  # descending
+    if lam.numel() == 0:
+        return lam
+    tol = float(lam[0]) * max(A.shape) * torch.finfo(torch.float64).eps
+    return torch.where(lam > tol, lam, torch.zeros_like(lam)).sqrt()
+
+
 def thin_svd(W: Tensor, *, dtype: torch.dtype = torch.float64, device=None) -> SVD:
     """Thin SVD of one (m, n) matrix, computed in ``dtype`` on ``device`` (None: cuda if available),
     returned on the CPU in ``dtype``."""
     check_dtype(dtype)
     device = torch.device(device) if device is not None else default_device()
-    U, S, Vh = torch.linalg.svd(_prepare(W, dtype, device), full_matrices=False)
+    U, S, Vh = _svd_tall(_prepare(W, dtype, device))
     return _to_cpu(U, S, Vh)
 
 
@@ -86,7 +124,7 @@ def _grouped_svd(Ws: Sequence[Tensor], dtype: torch.dtype, device: torch.device)
     out: list[SVD | None] = [None] * len(Ws)
     for idx in groups.values():
         stack = torch.stack([_prepare(Ws[i], dtype, device) for i in idx])  # (b, m, n)
-        U, S, Vh = torch.linalg.svd(stack, full_matrices=False)
+        U, S, Vh = _svd_tall(stack)
         for b, i in enumerate(idx):
             out[i] = _to_cpu(U[b], S[b], Vh[b])
     return out  # type: ignore[return-value]
