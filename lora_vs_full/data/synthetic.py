@@ -4,7 +4,8 @@ No files, no network: a task is a pure function of (split, seed). They exist so 
 tests can fine-tune a small pretrained encoder and actually move its weights.
 
 - ``synth_sentiment`` (single sentence, negative 0 / positive 1): a polar adjective, flipped by a
-  negation ("the movie was not good" -> 0); with a contrast ("X, but Y") the clause after "but" decides.
+  negation ("the movie was not good" -> 0); with a contrast ("X, but Y") the clause after "but" decides,
+  with a concession ("although X, Y" / "Y, although X") the clause NOT introduced by "although" decides.
 - ``synth_nli`` (pair, entailment 0 / neutral 1 / contradiction 2): the premise says who did what where;
   the hypothesis restates it (entailment), negates it (contradiction) or talks about someone/something the
   premise says nothing about (neutral). The label depends on comparing the two sentences, not on one word.
@@ -60,11 +61,17 @@ def _clause(rng: random.Random, positive: bool) -> str:
 
 
 def _sentiment(rng: random.Random, label: int) -> dict:
-    positive = label == 1
-    if rng.random() < 0.35:  # contrast: the second clause carries the label, the first is a distractor
-        first = _clause(rng, positive=rng.random() < 0.5)
-        return {"text": f"{first}, but {_clause(rng, positive)}.", "label": label}
-    return {"text": _clause(rng, positive) + ".", "label": label}
+    positive, other = label == 1, rng.random() < 0.5  # ``other``: the distractor clause's polarity
+    form = rng.random()
+    if form < 0.25:  # contrast: the clause after "but" carries the label
+        text = f"{_clause(rng, other)}, but {_clause(rng, positive)}."
+    elif form < 0.4:  # concession first: the main (second) clause carries the label
+        text = f"although {_clause(rng, other)}, {_clause(rng, positive)}."
+    elif form < 0.55:  # concession last: now the FIRST clause carries it (word order matters)
+        text = f"{_clause(rng, positive)}, although {_clause(rng, other)}."
+    else:
+        text = _clause(rng, positive) + "."
+    return {"text": text, "label": label}
 
 
 def _a(word: str) -> str:
