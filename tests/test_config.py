@@ -143,3 +143,13 @@ def test_hydra_output_dirs_live_under_results_dir(tmp_path, monkeypatch):
     assert cfg.hydra.run.dir.startswith("/x/res/hydra/")
     assert cfg.hydra.sweep.dir.startswith("/x/res/hydra/")
     assert cfg.hydra.job.chdir is False
+
+
+def test_slurm_launcher_preset_selects_the_submitit_plugin():
+    from hydra import compose, initialize_config_dir
+
+    compose_train([])
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert cfg.hydra.launcher.gpus_per_node == 1
