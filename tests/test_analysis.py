@@ -234,3 +234,17 @@ def test_streaming_memory_on_a_sharded_checkpoint(tmp_path):
     assert stats["whole_mib"] > 48  # the probe does see memory (64 MiB of float64 + read buffers)
     assert stats["streamed_mib"] < 40 * one_matrix_mib  # a small multiple of one matrix ...
     assert stats["streamed_mib"] < stats["whole_mib"] / 3  # ... well below one model, let alone two
+
+
+def test_prefixes_differ_between_base_and_tuned(tiny_model_dir, tmp_path):
+    """A bare RobertaModel-style base ('encoder.layer...') against a ...ForSequenceClassification-style
+    fine-tune ('roberta.encoder.layer...'): matrices line up by MatrixId, not by key."""
+    sd = load_file(str(tiny_model_dir / "model.safetensors"))
+    bare = {k.removeprefix("roberta."): v for k, v in sd.items() if k.startswith("roberta.")}
+    (tmp_path / "bare").mkdir()
+    save_file(bare, str(tmp_path / "bare" / "model.safetensors"))
+    (tmp_path / "bare" / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    base, tuned = open_pair(tmp_path / "bare", tiny_model_dir)
+    res = analyze_pair(base, tuned, **GRID, progress=False)
+    assert len(res.matrices) == 12 and res.intruders["n_intruders"].sum() == 0
+    assert (res.matrices["delta_fro"] == 0).all()

@@ -50,6 +50,8 @@ def analyze_runs(pattern: str, out: Path, *, steps: bool, cache: SVDCache | None
     if not checkpoints:
         raise UserError(f"runs={pattern!r} matches no complete run (none has final.json); nothing to analyse")
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items() if k != "progress"}
+    # The combined table goes first, so a failure part-way never leaves one that looks current.
+    _remove_tables(out)
     parts = []
     for rc in checkpoints:
         part = out / "parts" / rc.part_name
@@ -67,7 +69,6 @@ def analyze_runs(pattern: str, out: Path, *, steps: bool, cache: SVDCache | None
         atomic_write_json(part / "source.json", source)
         parts.append(part)
     # Combined table: rebuilt from the parts every time (cheap), tables last.
-    _remove_tables(out)
     intruders = pd.concat([pd.read_parquet(p / "intruders.parquet") for p in parts], ignore_index=True)
     matrices = pd.concat([pd.read_parquet(p / "matrices.parquet") for p in parts], ignore_index=True)
     atomic_write_json(
