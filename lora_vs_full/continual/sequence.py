@@ -134,7 +134,10 @@ def changed_tensors(current: dict, original: dict) -> dict[str, torch.Tensor]:
 
 
 def build_stage_model(cfg: DictConfig, num_labels: int, head_seed: int, changed: dict, device):
-    """The pretrained classifier with this task's fresh head (seeded) and the body tensors in ``changed``."""
+    """The pretrained classifier with this task's fresh head (seeded) and the body tensors in ``changed``.
+
+    Pass the FULL body (original + changed) when some body tensors are absent from the checkpoint (a
+    randomly initialised pooler would otherwise differ between stages built with different head seeds)."""
     from lora_vs_full.models.build import build_classifier
 
     torch.manual_seed(head_seed)
@@ -212,28 +215,31 @@ def probe_all(model, tasks, heads, tokenizer, data, cfg, *, device) -> dict[str,
 def intruder_grid(original: dict, changed: dict, cfg: DictConfig, family: str, cache) -> pd.DataFrame:
     """Intruder counts of the current weights against the ORIGINAL pretrained ones, summed over matrices.
 
-    Columns k, epsilon, n_intruders (one row per grid point). Base decompositions come from ``cache``
-    (computed once per run, reused by every stage).
+    Columns k, epsilon, n_intruders (one row per grid point). Per matrix: thin SVD of W_t, max |cos| of
+    its top-k left vectors against ALL of W0's (spectral engine), counted over the grid. Base
+    decompositions come from ``cache`` (once per run, reused by every stage). A matrix the sequence has
+    not changed contributes 0 (its vectors ARE the pretrained ones, m_j = 1), so it is not decomposed.
     """
     from lora_vs_full.models.targets import select_matrices
-    from lora_vs_full.spectral import DEFAULT_EPSILONS, analyze_matrix, validate_grid
+    from lora_vs_full.spectral import DEFAULT_EPSILONS, intruder_counts, max_abs_cos, thin_svd, validate_grid
 
     s = cfg.spectral
     ks, eps = validate_grid(list(s.ks), list(s.epsilons) if s.epsilons is not None else DEFAULT_EPSILONS)
     dtype = getattr(torch, s.dtype)
     total = torch.zeros(len(ks), len(eps), dtype=torch.int64)
     for _mid, key in select_matrices(original, family, s.preset).items():
-        W0 = original[key]
+        if key not in changed:
+            continue
+        W0, Wt = original[key], changed[key]
         base = cache.get_or_compute(cfg.model.name, key, W0, dtype=dtype)
-        total += analyze_matrix(W0, changed.get(key, W0), ks=ks, epsilons=eps, sim_n=1, base_svd=base,
-                                dtype=dtype).counts  # fmt: skip
-    return pd.DataFrame(
-        [
-            {"k": k, "epsilon": e, "n_intruders": int(total[i, j])}
-            for i, k in enumerate(ks)
-            for j, e in enumerate(eps)
-        ]
-    )
+        tuned = thin_svd(Wt, dtype=dtype)
+        total += intruder_counts(max_abs_cos(tuned.U, base.U.to(dtype), max(ks)), ks, eps)
+    rows = [
+        {"k": k, "epsilon": e, "n_intruders": int(total[i, j])}
+        for i, k in enumerate(ks)
+        for j, e in enumerate(eps)
+    ]
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- the sequence
@@ -277,7 +283,7 @@ def run_continual(cfg: DictConfig, *, log=print) -> Path:
         t0 = time.time()
         trained = tasks[stage - 1] if stage else None
         model = build_stage_model(cfg, get_task(trained or tasks[0]).num_labels,
-                                  task_seed(cfg.seed, trained or tasks[0]), changed, device)  # fmt: skip
+                                  task_seed(cfg.seed, trained or tasks[0]), {**original, **changed}, device)  # fmt: skip
         result = None
         if trained is not None:
             log(f"stage {stage}/{n_stages - 1}: fine-tuning on {trained} ({cfg.method.name})")
