@@ -258,3 +258,22 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: sequence.tasks=['synth_sentiment']")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("preset", ["continual_offline", "continual_paper"])
+@pytest.mark.parametrize("method", ["method=full", "method.rank=8"])
+def test_presets_compose_and_validate(preset, method):
+    from omegaconf import OmegaConf
+
+    from lora_vs_full.continual.config import validate
+
+    cfg = compose_continual([f"experiment={preset}", method])
+    OmegaConf.resolve(cfg)
+    assert len(validate(cfg)) >= 2
+
+
+def test_typo_fails_at_compose_time():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="stpes"):
+        compose_continual(["probe.stpes=3"])
