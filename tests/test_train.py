@@ -197,3 +197,23 @@ def test_missing_tracker_package_is_a_clear_error(tmp_path):
         pytest.skip("tensorboard is installed here")
     with pytest.raises(UserError, match=r"tracker=tensorboard needs the tensorboard package"):
         make_tracker("tensorboard", tmp_path)
+
+
+def test_ranks_above_min_dim_are_allowed_and_reported_saturated(tiny_model_dir):
+    from lora_vs_full.models.methods import saturated_targets
+
+    method = compose_train(["method.rank=100"]).method  # tiny: q/k/v/o are 64 x 64, fc1/fc2 64 x 128
+    model = apply_method(_classifier(tiny_model_dir), method, family="bert")
+    assert len(saturated_targets(model, method, family="bert")) == 2 * 6  # min(d_in, d_out) = 64 < 100
+    small = compose_train(["method.rank=8"]).method
+    assert saturated_targets(model, small, family="bert") == []
+
+
+def test_unreachable_model_says_how_to_use_a_local_one(tmp_path):
+    from lora_vs_full.models.build import build_classifier
+
+    cfg = OmegaConf.create(
+        {"name": "x", "source": "no-such-org/no-such-model", "revision": None, "builder": None}
+    )
+    with pytest.raises(UserError, match=r"cannot load model 'no-such-org/no-such-model'.*model\.source="):
+        build_classifier(cfg, 2)
