@@ -3,7 +3,8 @@ every stage, with intruder counts against the original pretrained weights. See d
 
 from lora_vs_full.continual.config import compose_continual, validate_tasks
 from lora_vs_full.continual.probe import ProbeConfig, probe_accuracy
-from lora_vs_full.continual.sequence import collect_tables, run_continual
+from lora_vs_full.continual.sequence import run_continual
+from lora_vs_full.continual.tables import collect_tables
 
 __all__ = [
     "ProbeConfig",

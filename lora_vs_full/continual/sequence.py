@@ -16,7 +16,7 @@ Run directory ``<out>/<method_tag>-seed<k>/``::
 
     config.yaml  identity.json        the composed config; the part a resume must match
     stage<t>/state.safetensors        body tensors that differ from the pretrained ones + this stage's head
-    stage<t>/stage.json               provenance, fine-tune result, probe and intruder rows (written LAST)
+    stage<t>/stage.json               provenance, lr, fine-tune result, probe and intruder rows (LAST)
     continual.{parquet,csv}  continual_intruders.{parquet,csv}      this run's tidy tables
 
 A stage is complete iff its ``stage.json`` exists; a rerun resumes after the last complete stage.
@@ -37,29 +37,16 @@ from safetensors.torch import load_file, save_file
 from lora_vs_full import provenance
 from lora_vs_full.continual import config as ccfg
 from lora_vs_full.continual.probe import probe_accuracy
+from lora_vs_full.continual.tables import DONE_FILE, collect_tables, write_run_tables
 from lora_vs_full.errors import UserError
 from lora_vs_full.storage import (
     atomic_write_json,
     atomic_write_text,
     atomic_write_with,
     read_json,
-    write_table,
 )
 
-ACCURACY_COLUMNS = (
-    "run",
-    "model",
-    "method",
-    "rank",
-    "seed",
-    "stage",
-    "trained_task",
-    "eval_task",
-    "accuracy",
-)
-INTRUDER_COLUMNS = ("run", "model", "method", "rank", "seed", "stage", "trained_task", "k", "epsilon",
-                    "n_intruders")  # fmt: skip
-STATE_FILE, DONE_FILE = "state.safetensors", "stage.json"
+STATE_FILE = "state.safetensors"
 HEAD_PREFIX = "head."  # keys of the stage's head inside state.safetensors
 
 
@@ -250,6 +237,7 @@ def run_continual(cfg: DictConfig, *, log=print) -> Path:
     """
     from lora_vs_full.data import get_task
     from lora_vs_full.models.build import load_tokenizer
+    from lora_vs_full.models.methods import method_lr
     from lora_vs_full.models.targets import family as model_family
     from lora_vs_full.spectral import SVDCache
 
@@ -278,6 +266,7 @@ def run_continual(cfg: DictConfig, *, log=print) -> Path:
         state = load_file(run_dir / f"stage{start - 1}" / STATE_FILE)
         changed = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
     data, cache = TaskData(cfg), SVDCache(None)
+    lr = method_lr(cfg.method, cfg.optim)  # recorded per stage (train_stage derives the same value)
 
     for stage in range(start, n_stages):
         t0 = time.time()
@@ -298,7 +287,7 @@ def run_continual(cfg: DictConfig, *, log=print) -> Path:
         stage_dir = run_dir / f"stage{stage}"
         atomic_write_with(stage_dir / STATE_FILE, lambda p, t=tensors: save_file(t, str(p)))
         atomic_write_json(stage_dir / DONE_FILE, {
-            "stage": stage, "trained_task": trained, "train_result": _jsonable(result),
+            "stage": stage, "trained_task": trained, "train_result": _jsonable(result), "lr": lr if trained else None,
             "probe_accuracy": acc, "intruders": grid.to_dict("records"),
             "seconds": round(time.time() - t0, 1), "provenance": provenance.collect(stage=stage),
         })  # fmt: skip
@@ -315,41 +304,3 @@ def _jsonable(result):
     if result is None:
         return None
     return {k: v for k, v in dict(result).items() if isinstance(v, (int, float, str, bool, type(None)))}
-
-
-# ---------------------------------------------------------------- tables
-def _run_columns(cfg: DictConfig, run_dir: Path) -> dict:
-    rank = int(cfg.method.rank) if cfg.method.name == "lora" else pd.NA
-    return {"run": run_dir.name, "model": cfg.model.name, "method": cfg.method.name, "rank": rank,
-            "seed": int(cfg.seed)}  # fmt: skip
-
-
-def write_run_tables(run_dir: Path, cfg: DictConfig) -> None:
-    """``<run>/continual.*`` and ``<run>/continual_intruders.*`` from the complete stages' records."""
-    meta = _run_columns(cfg, run_dir)
-    acc_rows, intr_rows = [], []
-    for done in sorted(run_dir.glob(f"stage*/{DONE_FILE}"), key=lambda p: int(p.parent.name[5:])):
-        rec = read_json(done)
-        base = {**meta, "stage": rec["stage"], "trained_task": rec["trained_task"]}
-        acc_rows += [{**base, "eval_task": t, "accuracy": a} for t, a in rec["probe_accuracy"].items()]
-        intr_rows += [{**base, **row} for row in rec["intruders"]]
-    write_table(_typed(pd.DataFrame(acc_rows, columns=ACCURACY_COLUMNS)), run_dir / "continual")
-    write_table(_typed(pd.DataFrame(intr_rows, columns=INTRUDER_COLUMNS)), run_dir / "continual_intruders")
-
-
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    df["rank"] = df["rank"].astype("Int64")  # NA for full fine-tuning
-    df["trained_task"] = df["trained_task"].astype("string")  # NA at stage 0 (the pretrained baseline)
-    return df
-
-
-def collect_tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Concatenate every run's tables under ``out`` into ``<out>/continual.*`` and ``<out>/continual_intruders.*``."""
-    frames = {}
-    for stem in ("continual", "continual_intruders"):
-        parts = [pd.read_parquet(p) for p in sorted(out.glob(f"*/{stem}.parquet"))]
-        if not parts:
-            raise UserError(f"no continual runs under {out}: run `lvf-continual out={out}` first")
-        frames[stem] = _typed(pd.concat(parts, ignore_index=True))
-        write_table(frames[stem], out / stem)
-    return frames["continual"], frames["continual_intruders"]
