@@ -277,3 +277,26 @@ def test_typo_fails_at_compose_time():
 
     with pytest.raises(ConfigCompositionException, match="stpes"):
         compose_continual(["probe.stpes=3"])
+
+
+def test_probe_features_are_the_classifier_input_of_the_current_body(tiny_model_dir):
+    """Independent reference: RoBERTa's head reads the last hidden state; the cache must equal it, and
+    must follow a change of the body."""
+    import datasets
+
+    from lora_vs_full.continual.probe import extract_features
+    from lora_vs_full.models.build import load_tokenizer
+
+    cfg = compose_continual(["model=tiny", f"model.source={tiny_model_dir}"])
+    tok, model = load_tokenizer(cfg.model), sequence.build_stage_model(cfg, 2, 0, {}, "cpu")
+    ds = datasets.Dataset.from_dict({"text": ["a fine day", "not good at all , sadly"], "label": [1, 0]})
+    feats = extract_features(model, tok, ds, batch_size=2, max_length=16, device="cpu")
+    enc = tok(list(ds["text"]), padding=True, truncation=True, max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        ref = model(**enc, output_hidden_states=True).hidden_states[-1]
+    torch.testing.assert_close(feats.inputs[0], ref)
+    assert feats.labels[0].tolist() == [1, 0]
+    with torch.no_grad():
+        model.roberta.encoder.layer[1].output.dense.weight.mul_(3.0)
+    moved = extract_features(model, tok, ds, batch_size=2, max_length=16, device="cpu")
+    assert not torch.allclose(moved.inputs[0], feats.inputs[0])
