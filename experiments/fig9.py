@@ -160,6 +160,7 @@ def plot_fig9(table: pd.DataFrame):
             ax.set_title(f"{panel}: pseudo-loss vs rank")
             ax.set_xlabel("LoRA rank")
             ax.set_ylabel("pseudo-loss (nats / token)")
+            ax.ticklabel_format(axis="y", useOffset=False)  # differences are small: show the values
             ax = axes[1, j]
             pts = sub[sub["method"] != "base"]
             for _, row in pts.iterrows():
