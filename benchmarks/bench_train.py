@@ -8,7 +8,8 @@ Both sides get the same model (all-MiniLM-L6-v2 + a fresh 2-way head), the same 
 full FT), the same pre-tokenized data (random token ids, every sequence exactly ``--seq`` long, so no
 padding differences), AdamW + linear warm-up, batch 16, ``--steps`` optimiser steps. Each measurement
 runs in a fresh subprocess so peak memory is its own (CPU: peak RSS; GPU: torch.cuda.max_memory_allocated).
-Samples/s = steps * batch / wall time of the whole train call (set-up included for both sides).
+Samples/s = steps * batch / time of the whole train call (set-up included for both sides): wall time, or
+with ``--cpu-time`` this process's CPU seconds (on a shared CPU box wall time measures other users' jobs).
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ def _data(n: int, seq: int, vocab: int, seed: int = 0):
     )
 
 
-def one(impl: str, method: str, dtype: str, steps: int, seq: int, batch: int) -> dict:
+def one(
+    impl: str, method: str, dtype: str, steps: int, seq: int, batch: int, threads: int, cpu_time: bool
+) -> dict:
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     from omegaconf import OmegaConf
 
     from lora_vs_full.models.build import load_classifier
@@ -71,7 +77,8 @@ def one(impl: str, method: str, dtype: str, steps: int, seq: int, batch: int) ->
     bf16 = dtype == "bf16"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
+    clock = time.process_time if cpu_time else time.perf_counter  # CPU seconds ignore other users' load
+    t0 = clock()
     if impl == "ours":
         from lora_vs_full.training.loop import train
 
@@ -99,7 +106,8 @@ def one(impl: str, method: str, dtype: str, steps: int, seq: int, batch: int) ->
         with tempfile.TemporaryDirectory() as out:
             args = TrainingArguments(
                 output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=lr,
-                weight_decay=0.0, warmup_ratio=0.06, lr_scheduler_type="linear", max_grad_norm=1.0, bf16=bf16,
+                # transformers 5: a float warmup_steps in [0, 1) is the warm-up ratio
+                weight_decay=0.0, warmup_steps=0.06, lr_scheduler_type="linear", max_grad_norm=1.0, bf16=bf16,
                 logging_steps=10, save_strategy="no", report_to=[], dataloader_num_workers=0, seed=0,
                 use_cpu=device.type == "cpu", disable_tqdm=True,
             )  # fmt: skip
@@ -111,7 +119,7 @@ def one(impl: str, method: str, dtype: str, steps: int, seq: int, batch: int) ->
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    seconds = time.perf_counter() - t0
+    seconds = clock() - t0
     return {"impl": impl, "method": method, "dtype": dtype, "device": device.type, "steps": steps,
             "samples_per_s": steps * batch / seconds, "peak_mb": peak_mb}  # fmt: skip
 
@@ -123,10 +131,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--methods", nargs="+", default=["full", "lora"])
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument(
+        "--cpu-time", action="store_true", help="time with this process's CPU seconds (shared box)"
+    )
     ap.add_argument("--one", nargs=3, metavar=("IMPL", "METHOD", "DTYPE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(*a.one, a.steps, a.seq, a.batch)))
+        print(json.dumps(one(*a.one, a.steps, a.seq, a.batch, a.threads, a.cpu_time)))
         return
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     print(f"MiniLM (all-MiniLM-L6-v2), batch {a.batch}, seq {a.seq}, {a.steps} steps; samples/s (peak MiB)")
@@ -136,7 +148,8 @@ def main() -> None:
             res = {}
             for impl in ("ours", "trainer"):
                 cmd = [sys.executable, __file__, "--one", impl, method, dtype,
-                       "--steps", str(a.steps), "--seq", str(a.seq), "--batch", str(a.batch)]  # fmt: skip
+                       "--steps", str(a.steps), "--seq", str(a.seq), "--batch", str(a.batch),
+                       "--threads", str(a.threads)] + (["--cpu-time"] if a.cpu_time else [])  # fmt: skip
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if out.returncode != 0:
                     sys.exit(f"{impl} {method} {dtype} failed:\n{out.stderr[-3000:]}")
