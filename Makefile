@@ -60,4 +60,5 @@ figures: $(STAMP)  ## redraw every figure from existing tables, training nothing
 	$(PY) experiments/reproduce.py figures
 
 bench: $(STAMP)  ## benchmarks (print side-by-side ratios; see BENCHMARKS.md)
-	$(PY) benchmarks/bench_analysis.py
+	$(PY) benchmarks/bench_analysis.py --shapes minilm
+	$(PY) benchmarks/bench_train.py
