@@ -71,7 +71,9 @@ def rank_colors(ranks: Iterable[int]) -> dict[int, tuple]:
     ranks = sorted({int(r) for r in ranks})
     cmap = plt.get_cmap(RANK_CMAP)
     lo, hi = _CMAP_RANGE
-    pos = np.linspace(lo, hi, len(ranks)) if len(ranks) > 1 else [lo] * len(ranks)  # [] for full-FT-only tables
+    pos = (
+        np.linspace(lo, hi, len(ranks)) if len(ranks) > 1 else [lo] * len(ranks)
+    )  # [] for full-FT-only tables
     return {r: cmap(p) for r, p in zip(ranks, pos, strict=True)}
 
 
