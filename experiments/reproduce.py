@@ -128,6 +128,14 @@ def redraw_all(log=print) -> list[Path]:
         import fig8
 
         paths += fig8.make_fig8(out.parent, FIGURES, name=f"fig8-{out.parent.name}")
+    for out in sorted((presets.RESULTS / "forgetting").glob("fig9-*/pseudoloss.parquet")):
+        import fig9
+
+        paths += fig9.make_fig9(out.parent, FIGURES, name=out.parent.name)
+    for out in sorted((presets.RESULTS / "forgetting").glob("table3-*/intervention.parquet")):
+        import table3
+
+        paths += table3.make_table3(out.parent, FIGURES, name=out.parent.name)
     if not paths:
         raise UserError(
             "no result tables to draw yet: run `make demo` or `make reproduce-fig5 PRESET=offline` first"
