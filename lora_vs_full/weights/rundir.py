@@ -76,7 +76,7 @@ def find_runs(pattern: str, *, steps: bool = False) -> list[RunCheckpoint]:
         out.append(
             RunCheckpoint(
                 checkpoint=ckpt,
-                meta=run_meta_from_final(final, step=final.get("steps")),
+                meta=run_meta_from_final(final, step=None),  # step NA = the final checkpoint (records.py)
                 final_sha256=sha,
                 **common,
             )
