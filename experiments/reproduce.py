@@ -46,10 +46,10 @@ def headline(analysis: Path, runs_dir: Path | None) -> pd.DataFrame:
     df = figdata.final_only(figdata.at_k(figdata.load_intruders(analysis), records.HEADLINE_K))
     eps = (0.3, 0.5, 0.7, 0.9)
     df = df[df["epsilon"].round(2).isin(eps)]
-    keys = ["run", "task", "method", "rank", "lr"]
-    wide = df.pivot_table(index=keys, columns="epsilon", values="n_intruders", aggfunc="sum", dropna=False)
-    wide.columns = [f"eps={e:.1f}" for e in wide.columns]
-    wide = wide.reset_index()
+    sums = df.groupby(["run", "epsilon"])["n_intruders"].sum().unstack("epsilon")  # sum over matrices
+    sums.columns = [f"eps={e:.1f}" for e in sums.columns]
+    meta = df.drop_duplicates("run").set_index("run")[["task", "method", "rank", "lr"]]
+    wide = meta.join(sums).reset_index()
     if runs_dir is not None:
         wide = wide.merge(_accuracies(runs_dir), on="run", how="left")
     wide["_full"] = wide["method"] == "full"
