@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -161,11 +160,7 @@ def test_table3_bad_inputs(tmp_path):
         fig9.reproduce_fig9("huge")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("LVF_E2E"),
-    reason="~45 s on 2 shared cores (3 subprocesses), over this file's budget; run with LVF_E2E=1",
-)
+@pytest.mark.slow  # ~20 s alone: three subprocesses
 def test_end_to_end_on_a_tiny_smoke_run(tmp_path, monkeypatch):
     """lvf-train (tiny, 2 steps) -> lvf-pseudoloss + lvf-intervene -> fig9 + table3, through the same
     presets.lvf subprocess path reproduce_* use."""
