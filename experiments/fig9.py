@@ -246,14 +246,7 @@ def reproduce_fig9(preset: str = "offline", data_dir: str | None = None, *, fig_
     # the text is part of the result: a WikiText run gets its own table next to the docs-text one
     name = f"fig9-{preset}" + ("-wikitext" if data_dir else "")
     out = presets.RESULTS / "forgetting" / name
-    text = presets.text_file(data_dir)
-    if data_dir is not None and text is None:
-        raise UserError(
-            f"--data-dir {data_dir} has no WikiText/wikitext-2-raw/wiki.test.raw: add it or drop --data-dir"
-        )
-    if text is None and preset == "offline":
-        text = str(docs_corpus(Path(__file__).resolve().parent.parent, out / "corpus-docs.txt"))
-        log(f"fig9 [{preset}]: no WikiText file; scoring the project's docs ({text}) -- a weak proxy")
+    text = presets.forgetting_text(preset, data_dir, out, log=log)
     args = [f"runs={runs}/*/*/*/seed*", f"out={out}", *PRESET_SCORING[preset]]
     if text is not None:
         args.append(f"text_file={text}")

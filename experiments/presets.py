@@ -87,6 +87,23 @@ def text_file(data_dir: str | None) -> str | None:
     return None
 
 
+def forgetting_text(preset: str, data_dir: str | None, out: Path, log=print) -> str | None:
+    """The text Fig. 9 / Table 3 score: WikiText-2 test from ``data_dir``; offline without it, the project's
+    own docs (a weak proxy, see docs/forgetting.md); otherwise None (lvf-pseudoloss reads WikiText from the Hub).
+    """
+    text = text_file(data_dir)
+    if data_dir is not None and text is None:
+        raise UserError(
+            f"--data-dir {data_dir} has no WikiText/wikitext-2-raw/wiki.test.raw: add it or drop --data-dir"
+        )
+    if text is None and preset == "offline":
+        import fig9
+
+        text = str(fig9.docs_corpus(Path(__file__).resolve().parent.parent, out / "corpus-docs.txt"))
+        log(f"[{preset}] no WikiText file; scoring the project's docs ({text}) -- a weak proxy")
+    return text
+
+
 def lvf(command: str, *args: str, log=print) -> None:
     """Run a console command (``train`` -> ``lvf-train``) with this interpreter; UserError on failure."""
     argv = [sys.executable, "-m", f"lora_vs_full.cli.{command}", *args]

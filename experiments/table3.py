@@ -213,12 +213,7 @@ def reproduce_table3(preset: str = "offline", data_dir: str | None = None, *, fi
     run = pick_run(runs, task, rank)
     name = f"table3-{preset}" + ("-wikitext" if data_dir else "")
     out = presets.RESULTS / "forgetting" / name
-    text = presets.text_file(data_dir)
-    if text is None and preset == "offline":
-        import fig9
-
-        text = str(fig9.docs_corpus(Path(__file__).resolve().parent.parent, out / "corpus-docs.txt"))
-        log(f"table3 [{preset}]: no WikiText file; scoring the project's docs ({text}) -- a weak proxy")
+    text = presets.forgetting_text(preset, data_dir, out, log=log)
     args = [f"run={run}", f"out={out}", *PRESET_OVERRIDES[preset]]
     if text is not None:
         args.append(f"text_file={text}")
