@@ -129,3 +129,30 @@ def test_bad_inputs():
         plan_scaling(W0, Wt, mode="top3")
     with pytest.raises(UserError, match="differ in shape"):
         plan_scaling(W0, Wt[:, :-1])
+
+
+def test_peft_reduce_keeps_the_trained_classifier_head(tiny_model_dir):
+    """PEFT's reduce_intruder_dimension alone re-initialises modules_to_save heads; our wrapper keeps them."""
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from peft.utils import ModulesToSaveWrapper
+    from transformers import AutoModelForSequenceClassification
+
+    from lora_vs_full.forgetting.intervention import peft_reduce_keeping_heads
+
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    model = get_peft_model(
+        base, LoraConfig(task_type=TaskType.SEQ_CLS, r=2, target_modules=["query", "value"])
+    )
+    heads = [m for m in model.modules() if isinstance(m, ModulesToSaveWrapper)]
+    assert heads
+    for h in heads:  # "train" the head: it now differs from the base copy PEFT would start from
+        for p in h.modules_to_save["default"].parameters():
+            p.data.add_(torch.randn_like(p))
+    peft_reduce_keeping_heads(model)
+    assert model.active_adapter == "intruder_reduced"
+    for h in heads:
+        trained = h.modules_to_save["default"].state_dict()
+        kept = h.modules_to_save["intruder_reduced"].state_dict()
+        assert all(torch.equal(trained[k], kept[k]) for k in trained)

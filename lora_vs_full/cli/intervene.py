@@ -157,12 +157,11 @@ def intervene(cfg) -> pd.DataFrame:
 
 def _peft_row(run_dir, measure, rows, common, base_pl, head, device) -> dict:
     """PEFT's own mitigation (defaults) on the unmerged adapter, then merged and measured like the sweep."""
-    from peft.tuners.lora.intruders import reduce_intruder_dimension
-
+    from lora_vs_full.forgetting.intervention import peft_reduce_keeping_heads
     from lora_vs_full.runs import load_run_model
 
     peft_model, _, _ = load_run_model(run_dir, merged=False, device=device)
-    reduce_intruder_dimension(peft_model, logging_sink=None)
+    peft_reduce_keeping_heads(peft_model)
     merged = peft_model.merge_and_unload()
     r = measure(merged)
     ref = next(x for x in rows if x["lambda"] == 1.0)

@@ -192,3 +192,19 @@ def sweep(
             }
         )
     return rows
+
+
+def peft_reduce_keeping_heads(peft_model, adapter: str = "default", new: str = "intruder_reduced") -> None:
+    """PEFT's ``reduce_intruder_dimension`` at its defaults, keeping the trained classifier head.
+
+    PEFT (0.21) builds the mitigated adapter with ``add_adapter``, which gives every ``modules_to_save``
+    module (a SEQ_CLS model's classifier) a fresh copy of the *untrained* base head -- measured here: SST-2
+    accuracy fell to 0.27. The head is not part of the intervention, so copy the trained one across.
+    """
+    from peft.tuners.lora.intruders import reduce_intruder_dimension
+    from peft.utils import ModulesToSaveWrapper
+
+    reduce_intruder_dimension(peft_model, old_adapter_name=adapter, new_adapter_name=new, logging_sink=None)
+    for module in peft_model.modules():
+        if isinstance(module, ModulesToSaveWrapper) and new in module.modules_to_save:
+            module.modules_to_save[new].load_state_dict(module.modules_to_save[adapter].state_dict())
