@@ -167,7 +167,11 @@ def test_runs_glob_then_rerun_skips(tiny_model_dir, adapter_dir, tmp_path):
     assert set(intr["run"]) == {"tiny/synth/full/seed0", "tiny/synth/lora/seed0"}
     steps = {(r, None if pd.isna(s) else int(s)) for r, s in zip(intr["run"], intr["step"], strict=True)}
     # final checkpoints carry step NA (records.py); intermediate ones their step number
-    assert steps == {("tiny/synth/full/seed0", None), ("tiny/synth/full/seed0", 5), ("tiny/synth/lora/seed0", None)}
+    assert steps == {
+        ("tiny/synth/full/seed0", None),
+        ("tiny/synth/full/seed0", 5),
+        ("tiny/synth/lora/seed0", None),
+    }
     head = intr.query("k == 10 and epsilon == 0.5")
     full = head[head["run"] == "tiny/synth/full/seed0"]
     assert full[full["step"] == 5]["n_intruders"].sum() == 0  # = base
