@@ -22,6 +22,7 @@ import re
 import time
 from pathlib import Path
 
+import figdata
 import figstyle
 import numpy as np
 import pandas as pd
@@ -44,22 +45,8 @@ DOC_SOURCES = ("README.md", "docs/*.md")
 
 def load_pseudoloss(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     """``pseudoloss`` table of lvf-pseudoloss (a directory, or an already-loaded DataFrame), validated."""
-    if isinstance(source, pd.DataFrame):
-        df, where = source, "the pseudo-loss table"
-    else:
-        root = Path(source)
-        pq, csv = root / "pseudoloss.parquet", root / "pseudoloss.csv"
-        if pq.is_file():
-            df, where = pd.read_parquet(pq), str(pq)
-        elif csv.is_file():
-            df, where = pd.read_csv(csv), str(csv)
-        else:
-            raise UserError(f"{pq} not found; {PSEUDOLOSS_HINT}")
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise UserError(f"{where} lacks columns {missing}; regenerate it ({PSEUDOLOSS_HINT})")
-    if df.empty:
-        raise UserError(f"{where} has no rows; {PSEUDOLOSS_HINT}")
+    df = figdata.read_table(source, "pseudoloss", COLUMNS, PSEUDOLOSS_HINT)
+    where = "the pseudo-loss table" if isinstance(source, pd.DataFrame) else str(Path(source))
     if not (df["method"] == "base").any():
         raise UserError(f"{where} has no base reference row (method = 'base'); {PSEUDOLOSS_HINT}")
     if not (df["method"].isin(["lora", "full"])).any():

@@ -23,7 +23,13 @@ CURVE_COLUMNS = ("model", "task", "method", "rank", "alpha", "lr")
 MODULE_ORDER = ("q", "k", "v", "o", "fc1", "fc2", "gate", "up", "down")
 
 
-def _read(source: str | Path | pd.DataFrame, stem: str, columns: tuple[str, ...]) -> pd.DataFrame:
+def read_table(
+    source: str | Path | pd.DataFrame, stem: str, columns: tuple[str, ...], hint: str = ANALYZE_HINT
+) -> pd.DataFrame:
+    """``<source>/<stem>.parquet`` (or ``.csv``, or a DataFrame) with ``columns`` and at least one row.
+
+    Any problem is a one-line UserError ending in ``hint`` (the command that produces the table).
+    """
     if isinstance(source, pd.DataFrame):
         df, where = source, f"the {stem} table"
     else:
@@ -34,25 +40,25 @@ def _read(source: str | Path | pd.DataFrame, stem: str, columns: tuple[str, ...]
         elif csv.is_file():
             df, where = pd.read_csv(csv), str(csv)
         elif not root.is_dir():
-            raise UserError(f"analysis directory {root} does not exist; {ANALYZE_HINT}")
+            raise UserError(f"directory {root} does not exist; {hint}")
         else:
-            raise UserError(f"{pq} not found; {ANALYZE_HINT}")
+            raise UserError(f"{pq} not found; {hint}")
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise UserError(f"{where} lacks columns {missing} (expected records.{stem.upper()}); {ANALYZE_HINT}")
+        raise UserError(f"{where} lacks columns {missing}; regenerate it ({hint})")
     if df.empty:
-        raise UserError(f"{where} has no rows; {ANALYZE_HINT}")
+        raise UserError(f"{where} has no rows; {hint}")
     return df
 
 
 def load_intruders(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     """``intruders`` table (columns ``records.INTRUDER_COLUMNS``), validated."""
-    return _read(source, "intruders", records.INTRUDER_COLUMNS)
+    return read_table(source, "intruders", records.INTRUDER_COLUMNS)
 
 
 def load_matrices(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     """``matrices`` table (columns ``records.MATRIX_COLUMNS``), validated."""
-    return _read(source, "matrices", records.MATRIX_COLUMNS)
+    return read_table(source, "matrices", records.MATRIX_COLUMNS)
 
 
 def final_only(df: pd.DataFrame) -> pd.DataFrame:

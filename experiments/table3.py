@@ -19,6 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
+import figdata
 import figstyle
 import pandas as pd
 
@@ -49,18 +50,8 @@ PRESET_OVERRIDES = {
 
 def load_intervention(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     """``intervention`` table of lvf-intervene (a directory or a DataFrame), validated."""
-    if isinstance(source, pd.DataFrame):
-        df, where = source, "the intervention table"
-    else:
-        pq = Path(source) / "intervention.parquet"
-        if not pq.is_file():
-            raise UserError(f"{pq} not found; {INTERVENE_HINT}")
-        df, where = pd.read_parquet(pq), str(pq)
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise UserError(f"{where} lacks columns {missing}; regenerate it ({INTERVENE_HINT})")
-    if df.empty:
-        raise UserError(f"{where} has no rows; {INTERVENE_HINT}")
+    df = figdata.read_table(source, "intervention", COLUMNS, INTERVENE_HINT)
+    where = "the intervention table" if isinstance(source, pd.DataFrame) else str(Path(source))
     if df["run"].nunique() > 1:
         raise UserError(f"{where} mixes runs {sorted(df['run'].unique())}: one lvf-intervene out dir per run")
     if not ((df["condition"] == "intruder") & (df["lambda"] == 1.0)).any():
