@@ -1,6 +1,6 @@
 """Typed schemas for ``lvf-train`` (Hydra structured configs) and the start-of-run validation.
 
-The yaml files under ``lora_vs_full/conf/`` hold the numbers; the dataclasses here only fix which keys
+The yaml files under ``conf/`` hold the numbers; the dataclasses here only fix which keys
 exist and their types. They are registered in Hydra's ConfigStore as ``train_schema`` and listed first
 in ``train.yaml``'s defaults, so every group file and every command-line override is merged into a
 struct-mode node: ``method.rnak=8`` fails at compose time naming the unknown key. Values that are

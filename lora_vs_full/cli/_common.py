@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
 from lora_vs_full.errors import UserError
 
-# Configs ship inside the package so installed console scripts find them from any directory.
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _config_dir() -> str:
+    """The one config tree: the top-level ``conf/`` of a clone, else the copy a wheel ships as ``lora_vs_full/conf``.
+
+    ``LVF_CONFIG_DIR`` points every command at another tree (a lab's fork of the presets).
+    """
+    if os.environ.get("LVF_CONFIG_DIR"):
+        return str(Path(os.environ["LVF_CONFIG_DIR"]).resolve())
+    package = Path(__file__).resolve().parent.parent
+    clone = package.parent / "conf"
+    if (clone / "train.yaml").is_file() and (package.parent / "pyproject.toml").is_file():
+        return str(clone)
+    return str(package / "conf")
+
+
+CONFIG_DIR = _config_dir()
 
 
 def user_errors_exit(fn):
