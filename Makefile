@@ -11,8 +11,8 @@ PYTEST_ARGS ?=
 STAMP       := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format demo reproduce-fig5 reproduce-fig8 reproduce-fig9 \
-        reproduce-table3 figures bench clean-results
+.PHONY: help install test test-fast lint format demo reproduce-fig5 reproduce-fig8 reproduce-fig9 \
+        reproduce-table3 reproduce-correlation figures docs notebook bench clean-results
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -30,35 +30,67 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package with test extras
 
-test: $(STAMP)  ## offline test suite (CPU, no Hub)
+test: $(STAMP)  ## offline test suite (CPU, no Hub; tests needing ../shared/data/raw skip without it)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
+test-fast: $(STAMP)  ## the suite without the end-to-end tests marked slow (seconds, for editing)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
 lint: $(STAMP)  ## ruff lint + format check
-	$(PY) -m ruff check lora_vs_full tests experiments benchmarks
-	$(PY) -m ruff format --check lora_vs_full tests experiments benchmarks
+	$(PY) -m ruff check lora_vs_full tests experiments benchmarks notebooks
+	$(PY) -m ruff format --check lora_vs_full tests experiments benchmarks notebooks
 
 format: $(STAMP)
-	$(PY) -m ruff format lora_vs_full tests experiments benchmarks
-	$(PY) -m ruff check --fix lora_vs_full tests experiments benchmarks
+	$(PY) -m ruff format lora_vs_full tests experiments benchmarks notebooks
+	$(PY) -m ruff check --fix lora_vs_full tests experiments benchmarks notebooks
 
-demo: $(STAMP)  ## offline end-to-end demo: MiniLM, LoRA ranks + full FT, Fig. 5 and the headline
-	$(PY) experiments/reproduce.py fig5 --preset offline $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+# Each reproduction is two steps, visible here: the library trains/analyses/scores what the preset
+# conf/reproduce/<figure>_$(PRESET).yaml lists (lvf-reproduce, idempotent: reruns fill only the gaps), then the
+# figure module in experiments/ draws from the tables (results/tables, results/work) into results/figures.
+REPRODUCE = $(VENV)/bin/lvf-reproduce
+DATA_ARG  = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+ARGS      ?=
 
-reproduce-fig5: $(STAMP)  ## v1 Fig. 5 (intruders vs epsilon); PRESET=paper|offline|llama
-	$(PY) experiments/reproduce.py fig5 --preset $(PRESET) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+demo: $(STAMP)  ## offline end-to-end demo (= reproduce-fig5 PRESET=offline): MiniLM, LoRA ranks + full FT
+	$(MAKE) --no-print-directory reproduce-fig5 PRESET=offline
 
-reproduce-fig8: $(STAMP)  ## v1 Fig. 8 (continual learning); PRESET=paper|offline
-	$(PY) experiments/reproduce.py fig8 --preset $(PRESET) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+reproduce-fig5: $(STAMP)  ## v1 Fig. 5 (intruders vs epsilon); PRESET=offline|paper|llama
+	$(REPRODUCE) fig5 --preset $(PRESET) $(DATA_ARG) $(ARGS)
+	$(PY) experiments/fig5.py --preset $(PRESET)
 
-reproduce-fig9: $(STAMP)  ## v1 Fig. 9 (pseudo-loss vs rank); PRESET=paper|offline
-	$(PY) experiments/reproduce.py fig9 --preset $(PRESET) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+reproduce-fig8: $(STAMP)  ## v1 Fig. 8 (continual learning); PRESET=offline|paper
+	$(REPRODUCE) fig8 --preset $(PRESET) $(DATA_ARG) $(ARGS)
+	$(PY) experiments/fig8.py --preset $(PRESET)
 
-reproduce-table3: $(STAMP)  ## v3 Table 3 (intruder scaling intervention); PRESET=paper|offline
-	$(PY) experiments/reproduce.py table3 --preset $(PRESET) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+reproduce-fig9: $(STAMP)  ## v1 Fig. 9 (pseudo-loss vs rank); PRESET=offline|paper
+	$(REPRODUCE) fig9 --preset $(PRESET) $(DATA_ARG) $(ARGS)
+	$(PY) experiments/fig9.py --preset $(PRESET)
 
-figures: $(STAMP)  ## redraw every figure from existing tables, training nothing
-	$(PY) experiments/reproduce.py figures
+reproduce-table3: $(STAMP)  ## v3 Table 3 (intruder scaling intervention); PRESET=offline|paper
+	$(REPRODUCE) table3 --preset $(PRESET) $(DATA_ARG) $(ARGS)
+	$(PY) experiments/table3.py --preset $(PRESET)
 
-bench: $(STAMP)  ## benchmarks (print side-by-side ratios; see BENCHMARKS.md)
+reproduce-correlation: $(STAMP)  ## v3 §5: intruders vs forgetting / accuracy over a learning-rate sweep
+	$(REPRODUCE) correlation --preset $(PRESET) $(DATA_ARG) $(ARGS)
+	$(PY) experiments/fig_correlation.py --preset $(PRESET)
+
+figures: $(STAMP)  ## redraw every figure whose tables exist, training nothing
+	@set -e; for d in results/work/fig5-*/analysis; do [ -d "$$d" ] || continue; \
+	  p=$${d#results/work/fig5-}; $(PY) experiments/fig5.py --preset $${p%/analysis}; done
+	@set -e; for fig in fig8 fig9 table3; do for d in results/tables/$$fig-*; do [ -d "$$d" ] || continue; \
+	  $(PY) experiments/$$fig.py --preset $${d#results/tables/$$fig-}; done; done
+	@set -e; for d in results/tables/correlation-*; do [ -d "$$d" ] || continue; \
+	  $(PY) experiments/fig_correlation.py --preset $${d#results/tables/correlation-}; done
+
+docs: $(STAMP)  ## rewrite the generated result blocks of README.md and docs/*.md from results/
+	$(PY) -m lora_vs_full.docs_numbers --write
+
+notebook: $(STAMP)  ## execute notebooks/spectra.py on the committed results -> notebooks/spectra.ipynb
+	$(VENV)/bin/jupytext --to ipynb --execute notebooks/spectra.py -o notebooks/spectra.ipynb
+
+bench: $(STAMP)  ## benchmarks (print side-by-side ratios, write results/benchmarks/*.json; see BENCHMARKS.md)
 	$(PY) benchmarks/bench_analysis.py --shapes minilm
 	$(PY) benchmarks/bench_train.py
+
+clean-results:  ## delete the git-ignored results (runs, checkpoints, caches, work tables); keeps committed ones
+	rm -rf results/runs results/cache results/work results/hydra

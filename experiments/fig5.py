@@ -4,7 +4,8 @@ For every run, the count at (k, epsilon) is the SUM over all analysed matrices (
 configuration are averaged (spread shown faintly). One panel per task, one curve per LoRA rank (sequential
 colours) plus full fine-tuning (black); dotted line at the headline epsilon = 0.5.
 
-    python experiments/fig5.py results/analysis/fig5-offline --out results/figures
+    python experiments/fig5.py --preset offline        # a reproduction's tables -> results/figures/fig5-offline
+    python experiments/fig5.py <lvf-analyze out dir> --out <dir>
 
 writes ``fig5.{pdf,png,csv}`` and ``fig5_headline.csv`` (intruders at k = 10, epsilon = 0.5 per task x
 rank | full) and prints the headline.
@@ -19,10 +20,12 @@ import figdata
 import figstyle
 import pandas as pd
 
-from lora_vs_full import records
+from lora_vs_full import layout, records
 from lora_vs_full.cli._common import user_errors_exit
+from lora_vs_full.errors import UserError
 
 PAPER_FIGURE = "v1 Fig. 5 (v3 Fig. 4)"
+HEADLINE_EPSILONS = (0.3, 0.5, 0.7, 0.9)
 
 
 def fig5_table(
@@ -139,10 +142,62 @@ def make_fig5(
     return paths
 
 
+def run_headline(analysis: str | Path | pd.DataFrame, runs: pd.DataFrame | None) -> pd.DataFrame:
+    """Per run: dev accuracy (from the reproduction's runs.csv) and intruders (k = 10, summed over matrices)
+    at eps = 0.3 / 0.5 / 0.7 / 0.9."""
+    df = figdata.final_only(figdata.at_k(figdata.load_intruders(analysis), records.HEADLINE_K))
+    df = df[df["epsilon"].round(2).isin(HEADLINE_EPSILONS)]
+    sums = df.groupby(["run", "epsilon"])["n_intruders"].sum().unstack("epsilon")  # sum over matrices
+    sums.columns = [f"eps={e:.1f}" for e in sums.columns]
+    meta = df.drop_duplicates("run").set_index("run")[["task", "method", "rank", "lr"]]
+    wide = meta.join(sums).reset_index()
+    if runs is not None:
+        wide = wide.merge(runs[["run", "eval_accuracy"]], on="run", how="left")
+    wide["_full"] = wide["method"] == "full"
+    return wide.sort_values(["task", "_full", "rank"]).drop(columns="_full").reset_index(drop=True)
+
+
+def draw_all(analysis: Path, out: Path, runs_csv: Path | None = None, log=print) -> list[Path]:
+    """Fig. 5 plus its companions (similarity, heat map, spectra, effective rank) and the headline table."""
+    import fig_erank
+    import fig_heatmap
+    import fig_similarity
+    import fig_spectra
+
+    if not (analysis / "intruders.parquet").is_file():
+        raise UserError(f"no analysis table at {analysis}: run `make reproduce-fig5 PRESET=...` first")
+    paths = make_fig5(analysis, out)
+    table = figdata.load_intruders(analysis)
+    at = figdata.at_epsilon(figdata.at_k(figdata.final_only(table), records.HEADLINE_K), 0.5)
+    for task in sorted(table["task"].dropna().unique()):
+        lora = sorted(int(r) for r in table[(table.task == task) & (table.method == "lora")]["rank"].dropna().unique())
+        has_full = ((table.task == task) & (table.method == "full")).any()
+        if not lora:
+            continue
+        runs = figdata.runs_for(table, task, ranks=lora[:2], full=has_full)
+        low = at[at.run == runs[-2 if len(lora) > 1 else -1]]
+        matrix = low.groupby("matrix")["n_intruders"].sum().idxmax()  # the lowest rank's busiest matrix
+        paths += fig_similarity.make_similarity(analysis, runs, matrix, out, name=f"similarity-{task}")
+        paths += fig_heatmap.make_heatmap(table, runs, out, name=f"heatmap-{task}")
+        paths += fig_spectra.make_spectra(analysis, runs, matrix, out, name=f"spectra-{task}")
+    paths += fig_erank.make_erank(analysis, out)
+    runs = pd.read_csv(runs_csv) if runs_csv is not None and runs_csv.is_file() else None
+    head = run_headline(analysis, runs)
+    paths.append(figstyle.write_csv(head, out / "headline.csv"))
+    log("")
+    log("Headline: dev accuracy and intruder dimensions (k = 10, summed over matrices)")
+    log(head.drop(columns=["run"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    log("")
+    log(f"figure: {out / 'fig5.png'} (exact numbers in fig5.csv); headline: {out / 'headline.csv'}")
+    log(f"analysis tables: {analysis / 'intruders.parquet'}, {analysis / 'matrices.parquet'}")
+    return paths
+
+
 @user_errors_exit
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("analysis_dir", help="directory written by lvf-analyze (holds intruders.parquet)")
+    ap.add_argument("analysis_dir", nargs="?", help="directory written by lvf-analyze (holds intruders.parquet)")
+    ap.add_argument("--preset", help="draw a reproduction: results/work/fig5-<preset>/analysis -> results/figures/fig5-<preset>")
     ap.add_argument("--out", default="results/figures", help="output directory (default: %(default)s)")
     ap.add_argument("--k", type=int, default=records.HEADLINE_K)
     ap.add_argument("--epsilon", type=float, default=records.HEADLINE_EPSILON, help="headline epsilon")
@@ -150,6 +205,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", nargs="+", help="only these run ids")
     ap.add_argument("--name", default="fig5", help="file stem (default: %(default)s)")
     args = ap.parse_args(argv)
+    if args.preset:
+        name = f"fig5-{args.preset}"
+        draw_all(layout.work_dir(name) / "analysis", layout.figures_dir(name), layout.tables_dir(name) / "runs.csv")
+        return
+    if not args.analysis_dir:
+        raise UserError("give an analysis directory or --preset offline|paper|llama")
     paths = make_fig5(
         args.analysis_dir,
         args.out,

@@ -1,0 +1,101 @@
+"""v1 Fig. 5 (v3 Fig. 4): train the preset's LoRA ranks and full FT, analyse every run, write the tables.
+
+    preset (conf/reproduce/fig5_<preset>.yaml) -> results/runs/fig5-<preset>/ (lvf-train, in-process)
+      -> results/work/fig5-<preset>/analysis/ (lvf-analyze, in-process: parquet + spectra)
+      -> results/tables/fig5-<preset>/runs.csv (one row per run: accuracy, lr, steps)
+    experiments/fig5.py then draws from those tables.
+
+The llama preset trains nothing: it analyses public fine-tunes of one base (PAPER.md §7, §11).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lora_vs_full.errors import UserError
+from lora_vs_full.reproduce import common
+from lora_vs_full.storage import read_json, write_table
+
+
+@dataclass
+class Fig5Preset:
+    """conf/reproduce/fig5_*.yaml. ``tasks`` without a data dir, ``data_tasks`` with DATA_DIR."""
+
+    figure: str = "fig5"
+    preset: str = "offline"
+    paper: str = "v1 Fig. 5 (v3 Fig. 4)"
+    model: str = "minilm"
+    experiment: str | None = None  # conf/experiment preset carrying the recipe deltas
+    tasks: list[str] = field(default_factory=list)
+    data_tasks: list[str] = field(default_factory=list)
+    ranks: list[int] = field(default_factory=list)
+    full: bool = True
+    seeds: list[int] = field(default_factory=lambda: [42])
+    gpu: bool = False
+    train_overrides: dict = field(default_factory=dict)  # extra lvf-train overrides, key -> value
+    analyze_overrides: dict = field(default_factory=dict)  # extra lvf-analyze overrides
+    # analysis-only presets (llama): the base and the public fine-tunes, analysed without training
+    base: str | None = None
+    tuned: list[str] = field(default_factory=list)
+
+
+def name(cfg) -> str:
+    return f"fig5-{cfg.preset}"
+
+
+def sweep(cfg, data_dir: str | None) -> list[list[str]]:
+    """The lvf-train override lists of every run of the preset (also what lvf-preflight plans)."""
+    tasks = list(cfg.data_tasks if data_dir else cfg.tasks)
+    if not tasks:
+        raise UserError(f"preset fig5_{cfg.preset} lists no tasks{' for DATA_DIR' if data_dir else ''}")
+    common_ov = [f"model={cfg.model}", f"paths.runs_dir={common.runs_dir(name(cfg))}"]
+    if cfg.experiment:
+        common_ov.insert(0, f"experiment={cfg.experiment}")
+    if data_dir:
+        common_ov.append(f"task.data_dir={Path(data_dir).resolve()}")
+    common_ov += common.to_overrides(cfg.train_overrides)
+    methods = [["method=lora", f"method.rank={int(r)}"] for r in cfg.ranks]
+    if cfg.full:
+        methods.append(["method=full"])
+    return [
+        [*common_ov, f"task={task}", f"seed={int(seed)}", *m]
+        for task in tasks
+        for m in methods
+        for seed in cfg.seeds
+    ]
+
+
+def runs_table(run_dirs: list[Path]) -> pd.DataFrame:
+    """One row per run from its final.json: what the headline prints beside the intruder counts."""
+    cols = ["run", "task", "method", "rank", "alpha", "lr", "seed", "steps", "eval_accuracy", "diverged"]
+    rows = [{c: read_json(Path(d) / "final.json").get(c if c != "run" else "run_id") for c in cols} for d in run_dirs]
+    return pd.DataFrame(rows, columns=cols).sort_values(["task", "method", "rank", "seed"], na_position="last")
+
+
+def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
+    """Train + analyse the preset; returns the written tables. Every step is idempotent."""
+    from lora_vs_full.cli.analyze import run as analyze
+
+    work, tables = common.work_dir(name(cfg)), common.tables_dir(name(cfg))
+    analysis = work / "analysis"
+    ov = common.to_overrides(cfg.analyze_overrides) + [f"out={analysis}", "progress=false"]
+    if cfg.base:  # analysis only
+        if cfg.gpu:
+            common.require_gpu(cfg.preset, "analysis (7B matrices, float64 SVD)")
+        if not cfg.tuned:
+            raise UserError(f"preset fig5_{cfg.preset} has a base but no tuned checkpoints")
+        tuned = "[" + ",".join(cfg.tuned) + "]"
+        analyze(common.compose_command("analyze", [f"base={cfg.base}", f"tuned={tuned}", *ov]))
+        common.write_provenance(tables, preset=f"fig5_{cfg.preset}", base=cfg.base, tuned=list(cfg.tuned))
+        return [analysis]
+    if cfg.gpu:
+        common.require_gpu(cfg.preset, "training")
+    run_dirs = common.train_runs(sweep(cfg, data_dir), log=log)
+    analyze(common.compose_command("analyze", [f"runs={common.runs_dir(name(cfg))}/*/*/*/seed*", *ov]))
+    paths = list(write_table(runs_table(run_dirs), tables / "runs"))
+    paths.append(common.write_provenance(tables, preset=f"fig5_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs)))
+    log(f"tables: {analysis}/intruders.parquet, {tables}/runs.csv")
+    return paths
