@@ -85,6 +85,9 @@ def train_runs(sweep: list[list[str]], log=print) -> list[Path]:
     A failing run does not stop the others: every failure is collected, and a UserError listing them is
     raised at the end, after the runs that could finish have finished. Returns the completed run dirs.
     """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     from lora_vs_full.config import compose_train
     from lora_vs_full.runs import execute, run_dir_for
 
@@ -96,9 +99,10 @@ def train_runs(sweep: list[list[str]], log=print) -> list[Path]:
             log(f"$ lvf-train {shown}")
             execute(cfg, log=log, progress=False)
             done.append(run_dir_for(cfg))
-        except UserError as exc:
-            log(f"error: {exc}")
-            failed.append(f"[{shown}]: {exc}")
+        except (UserError, HydraException, OmegaConfBaseException) as exc:
+            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            log(f"error: {msg}")
+            failed.append(f"[{shown}]: {msg}")
     if failed:
         raise UserError(
             f"{len(failed)} of {len(sweep)} runs failed ({len(done)} completed): " + " | ".join(failed)
