@@ -32,8 +32,16 @@ from torch import Tensor
 
 from lora_vs_full import provenance
 from lora_vs_full.errors import UserError
-from lora_vs_full.records import INTRUDER_COLUMNS, MATRIX_COLUMNS, RUN_COLUMNS, SPECTRA_DIR, file_safe
-from lora_vs_full.spectral import DEFAULT_EPSILONS, DEFAULT_KS, SVDCache, analyze_matrix, validate_grid
+from lora_vs_full.records import (
+    INTRUDER_COLUMNS,
+    INTRUDER_SCALE_COLUMNS,
+    MATRIX_COLUMNS,
+    MATRIX_SCALE_COLUMNS,
+    RUN_COLUMNS,
+    SPECTRA_DIR,
+    file_safe,
+)
+from lora_vs_full.spectral import DEFAULT_EPSILONS, DEFAULT_KS, SVD, SVDCache, analyze_matrix, thin_svd, validate_grid
 from lora_vs_full.storage import atomic_write_json, atomic_write_with, write_table
 from lora_vs_full.weights.source import WeightSource
 
@@ -69,15 +77,9 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 def parse_device(device: str | torch.device | None) -> torch.device:
     """``auto``/None -> cuda when available, else cpu; an explicit cuda without a GPU is a UserError."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"device={device!r} is not a torch device; use auto, cpu or cuda[:i]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={device!r} but no CUDA GPU is visible; use device=auto or device=cpu")
-    return dev
+    from lora_vs_full.device import resolve_device
+
+    return resolve_device(device)
 
 
 def _pair_matrices(base_src: WeightSource, tuned_src: WeightSource, preset: str) -> list[tuple]:
@@ -117,6 +119,18 @@ def analyze_pair(
     base_src: WeightSource,
     tuned_src: WeightSource,
     *,
+    run_meta: dict | None = None,
+    name: str | None = None,
+    **kw,
+) -> AnalysisResult:
+    """Analyse every ``preset`` matrix of one pair: :func:`analyze_many` with one fine-tune (same keywords)."""
+    return analyze_many(base_src, [tuned_src], run_metas=[run_meta], names=[name], **kw)[0]
+
+
+def analyze_many(
+    base_src: WeightSource,
+    tuned_srcs: Sequence[WeightSource],
+    *,
     preset: str = "all_linear",
     ks: Sequence[int] = DEFAULT_KS,
     epsilons: Sequence[float] = DEFAULT_EPSILONS,
@@ -124,73 +138,79 @@ def analyze_pair(
     dtype: str | torch.dtype = torch.float64,
     device: str | torch.device | None = None,
     cache: SVDCache | None = None,
-    run_meta: dict | None = None,
-    name: str | None = None,
+    run_metas: Sequence[dict | None] | None = None,
+    names: Sequence[str | None] | None = None,
     progress: bool = True,
-) -> AnalysisResult:
-    """Analyse every ``preset`` matrix of the pair; run columns come from ``run_meta`` (missing -> None).
+) -> list[AnalysisResult]:
+    """Many fine-tunes of ONE base in one pass: per matrix, W0 is read and decomposed once, then every
+    fine-tune's matrix is compared with it. Returns one result per fine-tune, in input order; each equals
+    what a separate pair analysis gives (the tests check it).
 
-    ``name`` names the result (default ``run_meta["run"]``, else the tuned source's location). Raises UserError for a
-    bad grid, a different architecture, mismatched shapes or zero matching matrices -- all before any
-    decomposition, so nothing partial is ever produced.
+    Run columns: ``run_metas[i]`` (missing keys -> None) over what the source knows about itself
+    (``WeightSource.run_meta``: method/rank/alpha from an adapter's config, method=full for a model
+    directory); an explicit value wins. ``names[i]`` names the result (default: the run column, else the
+    source's location). Without a ``cache`` the base decomposition lives only while its matrix is analysed
+    (no disk). Raises UserError for a bad grid, a different architecture, mismatched shapes or zero
+    matching matrices -- all before any decomposition, so nothing partial is ever produced.
     """
     from tqdm.auto import tqdm
 
     ks, epsilons = validate_grid(ks, epsilons)
     if isinstance(sim_n, bool) or not isinstance(sim_n, int) or sim_n < 1:
         raise UserError(f"sim_n={sim_n!r} must be a positive integer (top-N vectors in similarity matrices)")
+    if not tuned_srcs:
+        raise UserError("no fine-tune to analyse: give tuned=<spec> or tuned=[a,b,...]")
     dtype, device = parse_dtype(dtype), parse_device(device)
-    meta = {c: (run_meta or {}).get(c) for c in RUN_COLUMNS}
-    if meta["run"] is None:
-        meta["run"] = tuned_src.location
-    name = name or meta["run"]
-    pairs = _pair_matrices(base_src, tuned_src, preset)
+    n = len(tuned_srcs)
+    run_metas = list(run_metas) if run_metas is not None else [None] * n
+    names = list(names) if names is not None else [None] * n
+    if len(run_metas) != n or len(names) != n:
+        raise ValueError("run_metas and names must have one entry per fine-tune")
+    metas, labels = [], []
+    for src, given, nm in zip(tuned_srcs, run_metas, names, strict=True):
+        given = {k: v for k, v in (given or {}).items() if v is not None}
+        meta = {c: {**src.run_meta(), **given}.get(c) for c in RUN_COLUMNS}
+        if meta["run"] is None:
+            meta["run"] = src.location
+        metas.append(meta)
+        labels.append(str(nm or meta["run"]))
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise UserError(f"two fine-tunes share the name {dup[0]!r}; give each a distinct label")
+    # Validate every pair before any decomposition.
+    pairs = [_pair_matrices(base_src, t, preset) for t in tuned_srcs]
+    base_rows = [(mid, bkey, shp) for mid, bkey, _t, shp in pairs[0]]
 
     k_grid, e_grid = np.meshgrid(np.asarray(ks), np.asarray(epsilons), indexing="ij")  # (len(ks), len(eps))
-    intruder_parts, matrix_rows, spectra = [], [], {}
+    intruder_parts = [[] for _ in range(n)]
+    matrix_rows = [[] for _ in range(n)]
+    spectra: list[dict[str, Tensor]] = [{} for _ in range(n)]
+    seconds = [0.0] * n
     t0, hits0 = time.perf_counter(), (cache.hits if cache else 0)
-    for mid, bkey, tkey, (d_out, d_in) in tqdm(
-        pairs, desc=f"analyse {meta['run']}", unit="matrix", disable=not progress
+    desc = f"analyse {labels[0]}" if n == 1 else f"analyse {n} fine-tunes"
+    for i, (mid, bkey, (d_out, d_in)) in enumerate(
+        tqdm(base_rows, desc=desc, unit="matrix", disable=not progress)
     ):
         W0 = base_src.get(bkey)
-        Wt = tuned_src.get(tkey)
-        base_svd = (
-            cache.get_or_compute(base_src.identity, bkey, W0, dtype=dtype, device=device) if cache else None
-        )
-        res = analyze_matrix(
-            W0, Wt, ks=ks, epsilons=epsilons, sim_n=sim_n, base_svd=base_svd, dtype=dtype, device=device
-        )
-        del W0, Wt  # keep at most one pair of matrices alive
+        if cache is not None:
+            base_svd = cache.get_or_compute(base_src.identity, bkey, W0, dtype=dtype, device=device)
+        else:
+            U, S, _ = thin_svd(W0, dtype=dtype, device=device)
+            base_svd = SVD(U, S, None)  # drop Vh: nothing needs the base's right vectors
         ids = {"matrix": mid.name, "layer": mid.layer, "module": mid.module}
-        part = pd.DataFrame(
-            {
-                "k": k_grid.ravel(),
-                "epsilon": e_grid.ravel(),
-                "n_intruders": res.counts.numpy().astype(np.int64).ravel(),
-            }
-        )
-        for col, val in {**meta, **ids}.items():
-            part[col] = val
-        intruder_parts.append(part)
-        matrix_rows.append(
-            {
-                **meta,
-                **ids,
-                "d_out": d_out,
-                "d_in": d_in,
-                "erank_delta": res.erank_delta,
-                "erank_tuned": res.erank_tuned,
-                "erank_base": res.erank_base,
-                "delta_fro": res.delta_fro,
-                "delta_spectral": res.delta_spectral,
-                "sigma_base_top": json.dumps(res.sigma_base[:_TOP_SIGMAS].tolist()),
-                "sigma_tuned_top": json.dumps(res.sigma_tuned[:_TOP_SIGMAS].tolist()),
-            }
-        )
-        for key in ("similarity", "max_cos", "sigma_base", "sigma_tuned"):
-            spectra[f"{mid.name}.{key}"] = getattr(res, key).contiguous()
-    intruders = pd.concat(intruder_parts, ignore_index=True)[list(INTRUDER_COLUMNS)]
-    matrices = pd.DataFrame(matrix_rows, columns=list(MATRIX_COLUMNS))
+        for j, src in enumerate(tuned_srcs):
+            tj = time.perf_counter()
+            Wt = src.merge(pairs[j][i][2], W0)
+            res = analyze_matrix(
+                W0, Wt, ks=ks, epsilons=epsilons, sim_n=sim_n, base_svd=base_svd, dtype=dtype, device=device
+            )
+            del Wt  # at most W0, its decomposition and one fine-tune's matrix alive
+            intruder_parts[j].append(_intruder_part(res, metas[j], ids, k_grid, e_grid))
+            matrix_rows[j].append(_matrix_row(res, metas[j], ids, d_out, d_in))
+            for key in ("similarity", "max_cos", "sigma_base", "sigma_tuned", "nearest"):
+                spectra[j][f"{mid.name}.{key}"] = getattr(res, key).contiguous()
+            seconds[j] += time.perf_counter() - tj
+        del W0, base_svd
     config = {
         "preset": preset,
         "ks": list(ks),
@@ -199,13 +219,54 @@ def analyze_pair(
         "dtype": str(dtype).removeprefix("torch."),
         "device": str(device),
     }
-    stats = {
-        "seconds": round(time.perf_counter() - t0, 3),
-        "n_matrices": len(pairs),
-        "cache_hits": (cache.hits - hits0) if cache else 0,
+    total = round(time.perf_counter() - t0, 3)
+    results = []
+    for j, src in enumerate(tuned_srcs):
+        intruders = pd.concat(intruder_parts[j], ignore_index=True)[list(INTRUDER_COLUMNS + INTRUDER_SCALE_COLUMNS)]
+        matrices = pd.DataFrame(matrix_rows[j], columns=list(MATRIX_COLUMNS + MATRIX_SCALE_COLUMNS))
+        stats = {
+            "seconds": total if n == 1 else round(seconds[j], 3),
+            "pass_seconds": total,
+            "fine_tunes_in_pass": n,
+            "n_matrices": len(base_rows),
+            "cache_hits": (cache.hits - hits0) if cache else 0,
+        }
+        inputs = {"base": base_src.describe(), "tuned": src.describe()}
+        results.append(AnalysisResult(labels[j], intruders, matrices, spectra[j], dict(config), inputs, stats))
+    return results
+
+
+def _intruder_part(res, meta: dict, ids: dict, k_grid, e_grid) -> pd.DataFrame:
+    part = pd.DataFrame(
+        {
+            "k": k_grid.ravel(),
+            "epsilon": e_grid.ravel(),
+            "n_intruders": res.counts.numpy().astype(np.int64).ravel(),
+            "energy_share": res.energy_share.numpy().ravel(),
+            "n_random": res.n_random.numpy().ravel(),
+            "nearest_rank": res.nearest_rank.numpy().ravel(),
+        }
+    )
+    for col, val in {**meta, **ids}.items():
+        part[col] = val
+    return part
+
+
+def _matrix_row(res, meta: dict, ids: dict, d_out: int, d_in: int) -> dict:
+    return {
+        **meta,
+        **ids,
+        "d_out": d_out,
+        "d_in": d_in,
+        "erank_delta": res.erank_delta,
+        "erank_tuned": res.erank_tuned,
+        "erank_base": res.erank_base,
+        "delta_fro": res.delta_fro,
+        "delta_spectral": res.delta_spectral,
+        "sigma_base_top": json.dumps(res.sigma_base[:_TOP_SIGMAS].tolist()),
+        "sigma_tuned_top": json.dumps(res.sigma_tuned[:_TOP_SIGMAS].tolist()),
+        "cos_floor": res.cos_floor,
     }
-    inputs = {"base": base_src.describe(), "tuned": tuned_src.describe()}
-    return AnalysisResult(str(name), intruders, matrices, spectra, config, inputs, stats)
 
 
 def write_analysis(

@@ -28,12 +28,22 @@ MATRIX_COLUMNS = RUN_COLUMNS + (
     "sigma_tuned_top",  # JSON list: top-10 singular values of W_t
 )
 
+# Scale metrics written beside the counts (PAPER.md §13: at 4096 dims counts saturate). Optional for
+# readers: tables written before they existed lack them, and figures ask for them only when plotted.
+INTRUDER_SCALE_COLUMNS = (
+    "energy_share",  # share of the top-k tuned energy (sum sigma^2) carried by the intruders, in [0, 1]
+    "n_random",  # expected n_intruders if the top-k tuned vectors were random directions
+    "nearest_rank",  # mean normalised rank (0 top .. 1 last) of the intruders' nearest pretrained vectors; NaN if none
+)
+MATRIX_SCALE_COLUMNS = ("cos_floor",)  # 1/sqrt(d_out): the smallest possible max |cos| (PAPER.md §1)
+
 HEADLINE_K = 10
 HEADLINE_EPSILON = 0.5
 
 # lvf-analyze -> <out>/spectra/<file_safe(run)>.safetensors: tensors "{matrix}.similarity" (top-N x top-N |cos|,
 # rows = tuned vectors, cols = pretrained), "{matrix}.max_cos" (length k_max), "{matrix}.sigma_base",
-# "{matrix}.sigma_tuned" (all singular values, descending).
+# "{matrix}.sigma_tuned" (all singular values, descending), "{matrix}.nearest" (length k_max, int64: index of
+# each top tuned vector's nearest pretrained vector).
 SPECTRA_DIR = "spectra"
 
 

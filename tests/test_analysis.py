@@ -20,7 +20,7 @@ from test_weights import make_lora, save_adapter
 from lora_vs_full.analysis import analyze_pair, read_tables, write_analysis
 from lora_vs_full.errors import UserError
 from lora_vs_full.models.targets import parse_weight_name
-from lora_vs_full.records import INTRUDER_COLUMNS, MATRIX_COLUMNS
+from lora_vs_full.records import INTRUDER_COLUMNS, INTRUDER_SCALE_COLUMNS, MATRIX_COLUMNS, MATRIX_SCALE_COLUMNS
 from lora_vs_full.spectral import SVDCache
 from lora_vs_full.weights import HFWeights, open_pair
 
@@ -55,8 +55,8 @@ def _spiked_copy(base_dir: Path, dest: Path, key: str, seed: int = 0) -> Path:
 def test_identical_pair_has_no_intruders_and_exact_columns(tiny_model_dir):
     base, tuned = open_pair(tiny_model_dir, tiny_model_dir)
     res = analyze_pair(base, tuned, **GRID, run_meta={"run": "same", "method": "full"}, progress=False)
-    assert tuple(res.intruders.columns) == INTRUDER_COLUMNS
-    assert tuple(res.matrices.columns) == MATRIX_COLUMNS
+    assert tuple(res.intruders.columns) == INTRUDER_COLUMNS + INTRUDER_SCALE_COLUMNS
+    assert tuple(res.matrices.columns) == MATRIX_COLUMNS + MATRIX_SCALE_COLUMNS
     assert len(res.intruders) == 12 * 3 * 3 and len(res.matrices) == 12
     assert res.intruders["n_intruders"].sum() == 0
     assert (res.matrices["delta_fro"] == 0).all() and res.matrices["rank"].isna().all()

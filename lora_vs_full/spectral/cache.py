@@ -16,6 +16,12 @@ What is stored: U and S only. The intruder test and the similarity matrices need
 and effective rank its S; nothing needs the base's Vh (the scaling intervention decomposes the TUNED
 matrix), and dropping it halves the disk and memory for square matrices (more for wide ones). Results
 therefore come back as ``SVD(U, S, Vh=None)`` -- the same on a hit and on a miss.
+
+``storage_dtype=torch.float32`` stores a float64 decomposition's U and S rounded to float32 (half the disk;
+its measured effect on counts is in BENCHMARKS.md) and upcasts on load; such files carry ``-f32`` in their
+name and ``storage`` in their metadata, so they never stand in for a float64-stored entry. A hit returns
+the stored (rounded) values, and so does the miss that wrote them: a run gives the same answer whether or
+not the file already existed.
 """
 
 from __future__ import annotations
@@ -56,8 +62,17 @@ def _safe(part: str) -> str:
 class SVDCache:
     """Base-SVD cache; ``root=None`` keeps it in memory only. Counters: ``hits``, ``misses``."""
 
-    def __init__(self, root: str | os.PathLike | None, *, max_memory_bytes: int = 2 << 30):
+    def __init__(
+        self,
+        root: str | os.PathLike | None,
+        *,
+        max_memory_bytes: int = 2 << 30,
+        storage_dtype: torch.dtype | None = None,
+    ):
         self.root = None if root is None else Path(root)
+        if storage_dtype not in (None, torch.float32, torch.float64):
+            raise UserError(f"cache storage dtype {storage_dtype} is not supported; use float64 or float32")
+        self.storage_dtype = storage_dtype
         self.max_memory_bytes = int(max_memory_bytes)
         self.hits = 0
         self.misses = 0
@@ -68,7 +83,12 @@ class SVDCache:
         if self.root is None:
             return None
         dt = str(dtype).removeprefix("torch.")
+        if self._narrowed(dtype):
+            dt += "-f32"
         return self.root / _safe(model_identity) / f"{_safe(tensor_name)}.{dt}.safetensors"
+
+    def _narrowed(self, dtype: torch.dtype) -> bool:
+        return self.storage_dtype == torch.float32 and dtype == torch.float64
 
     def get_or_compute(
         self,
@@ -99,6 +119,8 @@ class SVDCache:
             "shape": "x".join(map(str, W.shape)),
             "fingerprint": fp,
         }
+        if self._narrowed(dtype):
+            meta["storage"] = "float32"
         key = tuple(sorted(meta.items()))
         if key in self._memory:
             self._memory.move_to_end(key)
@@ -111,9 +133,12 @@ class SVDCache:
         else:
             self.misses += 1
             U, S, _ = thin_svd(W, dtype=dtype, device=device)
-            svd = SVD(U.contiguous(), S.contiguous(), None)
+            if self._narrowed(dtype):  # round as stored, so a miss and a later hit agree exactly
+                U, S = U.to(torch.float32), S.to(torch.float32)
+            stored = {"U": U.contiguous(), "S": S.contiguous()}
             if path is not None:
-                atomic_write_with(path, lambda p: save_file({"U": svd.U, "S": svd.S}, str(p), metadata=meta))
+                atomic_write_with(path, lambda p: save_file(stored, str(p), metadata=meta))
+            svd = SVD(stored["U"].to(dtype), stored["S"].to(dtype), None)
         self._remember(key, svd)
         return svd
 
@@ -125,7 +150,8 @@ class SVDCache:
             with safe_open(str(path), framework="pt") as fh:
                 if fh.metadata() != meta:  # stale (W changed) or another version: recompute, overwrite
                     return None
-                return SVD(fh.get_tensor("U"), fh.get_tensor("S"), None)
+                dtype = getattr(torch, meta["dtype"].removeprefix("torch."))
+                return SVD(fh.get_tensor("U").to(dtype), fh.get_tensor("S").to(dtype), None)
         except Exception:  # a corrupt/foreign file is treated as a miss and replaced, never trusted
             return None
 

@@ -12,6 +12,7 @@ Conventions (the paper's, see PAPER.md section 1):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -73,3 +74,98 @@ def similarity_matrix(U_tuned: Tensor, U_base: Tensor, n: int) -> Tensor:
     U_t, U_0 = _pair(U_tuned, U_base)
     n = min(int(n), U_t.shape[1], U_0.shape[1])
     return (U_t[:, :n].T @ U_0[:, :n]).abs()
+
+
+# --- metrics that survive scale (PAPER.md §13: at 4096 dims counts saturate at k = 10, eps = 0.5) ---------
+
+
+def nearest_pretrained(U_tuned: Tensor, U_base: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
+    """``(max_cos, nearest)`` for the top-k tuned vectors: (k,) float and (k,) int64.
+
+    ``nearest[j]`` is the index i (0 = the pretrained vector with the largest singular value) attaining
+    ``max_cos[j] = max_i |<U_tuned[:, j], U_base[:, i]>|`` -- the same product as :func:`max_abs_cos`.
+    """
+    U_t, U_0 = _pair(U_tuned, U_base)
+    k = U_t.shape[1] if k is None else min(int(k), U_t.shape[1])
+    m, idx = (U_t[:, :k].T @ U_0).abs().max(dim=1)  # over dim 1 = the pretrained axis
+    return m, idx
+
+
+def _below(max_cos: Tensor, epsilons: Sequence[float]) -> Tensor:
+    m = max_cos.detach().flatten().to("cpu", torch.float64)
+    eps = torch.as_tensor(list(epsilons), dtype=torch.float64)
+    return m[:, None] < eps[None, :]  # (k_max, E) bool
+
+
+def _rows(ks: Sequence[int], n: int) -> Tensor:
+    return torch.as_tensor(list(ks), dtype=torch.int64).clamp(min=1, max=max(n, 1)) - 1
+
+
+def intruder_energy_share(
+    max_cos: Tensor, sigma_tuned: Tensor, ks: Sequence[int], epsilons: Sequence[float]
+) -> Tensor:
+    """Share of the top-k spectral energy carried by intruders: (len(ks), len(eps)) float64 in [0, 1].
+
+    share(k, eps) = sum over intruders j < k of sigma_j^2 / sum over j < k of sigma_j^2, with sigma the
+    tuned matrix's singular values (descending, ``sigma_tuned[j]`` belongs to tuned vector j). Unlike the
+    count it weights an intruder by how much of the matrix it carries, so a saturated count (every top-k
+    vector below eps at 4096 dims) can still separate a weak intruder from a dominant one. 0 when the
+    top-k energy is 0.
+    """
+    below = _below(max_cos, epsilons)
+    k_max = below.shape[0]
+    if k_max == 0:
+        return torch.zeros(len(list(ks)), len(list(epsilons)), dtype=torch.float64)
+    s2 = sigma_tuned.detach().flatten()[:k_max].to("cpu", torch.float64) ** 2
+    num = (below * s2[:, None]).cumsum(dim=0)
+    den = s2.cumsum(dim=0)[:, None]
+    share = torch.where(den > 0, num / den.clamp(min=torch.finfo(torch.float64).tiny), torch.zeros_like(num))
+    return share[_rows(ks, k_max)]
+
+
+def nearest_rank_mean(
+    max_cos: Tensor, nearest: Tensor, n_base: int, ks: Sequence[int], epsilons: Sequence[float]
+) -> Tensor:
+    """Mean normalised rank of the intruders' nearest pretrained vectors: (len(ks), len(eps)) float64.
+
+    normalised rank = nearest index / (n_base - 1): 0 = the top pretrained direction, 1 = the last one.
+    An intruder whose nearest pretrained vector sits deep in the spectrum points at directions the base
+    barely used. NaN where (k, eps) has no intruder.
+    """
+    below = _below(max_cos, epsilons)
+    k_max = below.shape[0]
+    if k_max == 0:
+        return torch.full((len(list(ks)), len(list(epsilons))), float("nan"), dtype=torch.float64)
+    rank = nearest.detach().flatten()[:k_max].to("cpu", torch.float64) / max(int(n_base) - 1, 1)
+    num = (below * rank[:, None]).cumsum(dim=0)
+    cnt = below.to(torch.float64).cumsum(dim=0)
+    out = torch.where(cnt > 0, num / cnt.clamp(min=1.0), torch.full_like(num, float("nan")))
+    return out[_rows(ks, k_max)]
+
+
+def cos_floor(d_out: int) -> float:
+    """1 / sqrt(d_out): the smallest possible max |cos| of a unit vector against an orthonormal basis of
+    R^d_out (PAPER.md §1: 0.036 at 768, 0.016 at 4096). An epsilon below it can flag nothing."""
+    return 1.0 / math.sqrt(int(d_out))
+
+
+def random_intruder_prob(d_out: int, n_base: int, epsilons: Sequence[float]) -> Tensor:
+    """P(max_i |<u, u0_i>| < eps) for a uniformly random unit u in R^d_out against ``n_base`` orthonormal
+    pretrained vectors: (len(eps),) float64.
+
+    Each coordinate <u, u0_i> is close to N(0, 1/d_out) and nearly independent for d_out >> 1, so
+    P = erf(eps * sqrt(d_out / 2)) ** n_base (checked against Monte Carlo in the tests). At 4096 dims and
+    eps = 0.5 this is 1: a random direction is always an "intruder", so a count near k is no evidence.
+    """
+    eps = torch.as_tensor(list(epsilons), dtype=torch.float64)
+    p = torch.special.erf(eps * math.sqrt(int(d_out) / 2.0))
+    return p.clamp(min=0.0) ** int(n_base)
+
+
+def random_intruder_counts(
+    d_out: int, n_base: int, k_max: int, ks: Sequence[int], epsilons: Sequence[float]
+) -> Tensor:
+    """Expected intruder count among the top-k if those were random directions: (len(ks), len(eps)),
+    k clipped to ``k_max`` as in :func:`intruder_counts`."""
+    kk = torch.as_tensor(list(ks), dtype=torch.float64).clamp(max=max(int(k_max), 0))
+    return kk[:, None] * random_intruder_prob(d_out, n_base, epsilons)[None, :]

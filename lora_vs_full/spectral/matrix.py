@@ -10,7 +10,15 @@ from torch import Tensor
 
 from lora_vs_full.errors import UserError
 from lora_vs_full.spectral.grid import validate_grid
-from lora_vs_full.spectral.intruders import intruder_counts, max_abs_cos, similarity_matrix
+from lora_vs_full.spectral.intruders import (
+    cos_floor,
+    intruder_counts,
+    intruder_energy_share,
+    nearest_pretrained,
+    nearest_rank_mean,
+    random_intruder_counts,
+    similarity_matrix,
+)
 from lora_vs_full.spectral.rank import effective_rank
 from lora_vs_full.spectral.svd import SVD, _prepare, check_dtype, default_device, gram_svdvals, thin_svd
 
@@ -25,6 +33,11 @@ class MatrixAnalysis:
     similarity: (n, n) |U_t^T U_0| over the top n = min(sim_n, r) vectors, rows = tuned.
     erank_*: Roy-Vetterli effective rank of dW = W_t - W0, of W_t and of W0 (0.0 for dW = 0).
     delta_fro, delta_spectral: ||dW||_F and ||dW||_2.
+    Scale metrics (same grid as counts, PAPER.md §13): energy_share (share of the top-k tuned energy
+    sum sigma^2 carried by intruders), nearest_rank (mean normalised rank of the intruders' nearest
+    pretrained vectors, NaN without intruders), n_random (expected count if the top-k were random
+    directions); nearest (k_max,) int64 index of each top tuned vector's nearest pretrained vector;
+    cos_floor = 1/sqrt(d_out).
     """
 
     counts: Tensor
@@ -37,6 +50,11 @@ class MatrixAnalysis:
     erank_base: float
     delta_fro: float
     delta_spectral: float
+    energy_share: Tensor | None = None
+    nearest_rank: Tensor | None = None
+    n_random: Tensor | None = None
+    nearest: Tensor | None = None
+    cos_floor: float = float("nan")
 
 
 def analyze_matrix(
@@ -78,8 +96,9 @@ def analyze_matrix(
     tuned = thin_svd(Wt, dtype=dtype, device=device)
     U0 = base_svd.U.to(dtype)
     k_max = min(max(ks), r)
-    max_cos = max_abs_cos(tuned.U, U0, k_max)
+    max_cos, nearest = nearest_pretrained(tuned.U, U0, k_max)
     counts = intruder_counts(max_cos, ks, epsilons)
+    n_base = U0.shape[1]
     similarity = similarity_matrix(tuned.U, U0, sim_n)
 
     # dW in float64 whatever `dtype` is: its spectrum only feeds norms and the effective rank, and the
@@ -98,4 +117,9 @@ def analyze_matrix(
         erank_base=effective_rank(base_svd.S),
         delta_fro=delta_fro,
         delta_spectral=float(sv_delta[0]) if sv_delta.numel() else 0.0,
+        energy_share=intruder_energy_share(max_cos, tuned.S, ks, epsilons),
+        nearest_rank=nearest_rank_mean(max_cos, nearest, n_base, ks, epsilons),
+        n_random=random_intruder_counts(W0.shape[0], n_base, k_max, ks, epsilons),
+        nearest=nearest.cpu(),
+        cos_floor=cos_floor(W0.shape[0]),
     )

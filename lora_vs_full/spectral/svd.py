@@ -35,7 +35,9 @@ class SVD(NamedTuple):
 
 def default_device() -> torch.device:
     """``cuda`` when available, else ``cpu`` -- used whenever a ``device=None`` is passed."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from lora_vs_full.device import default_device as _default
+
+    return _default()
 
 
 def check_dtype(dtype: torch.dtype) -> torch.dtype:

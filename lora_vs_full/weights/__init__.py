@@ -6,7 +6,7 @@ lvf-train run directories.
 """
 
 from lora_vs_full.weights.adapter import AdapterWeights, is_adapter_dir
-from lora_vs_full.weights.resolve import open_model, open_pair
+from lora_vs_full.weights.resolve import open_model, open_pair, open_tuned
 from lora_vs_full.weights.rundir import RunCheckpoint, find_runs
 from lora_vs_full.weights.source import HFWeights, WeightSource
 
@@ -19,4 +19,5 @@ __all__ = [
     "is_adapter_dir",
     "open_model",
     "open_pair",
+    "open_tuned",
 ]

@@ -8,6 +8,11 @@ model's module names). The merge is computed and returned in float64, so neither
 nor a cast back down ever rounds the update away.
 
 Only matrices the adapter touches change; every other key returns the base tensor unchanged.
+
+Legacy adapters (early PEFT, e.g. ``tloen/alpaca-lora-7b``) ship ``adapter_model.bin``, a pickle: it is read
+with ``torch.load(weights_only=True)`` only, so a file that tries to run code is refused, never executed.
+Their configs carry keys current PEFT dropped (``enable_lora``, ``merge_weights``, ``fan_in_fan_out=false``);
+those are ignored, as they do not change the merge of a plain nn.Linear LoRA.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from torch import Tensor
 
 from lora_vs_full.errors import UserError
 from lora_vs_full.models.targets import MatrixId, parse_weight_name
-from lora_vs_full.weights.source import WeightSource, read_safetensors_header
+from lora_vs_full.weights.source import WeightSource, _file_sha256, load_bin_safely, read_safetensors_header
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_WEIGHTS_BIN = "adapter_model.bin"  # legacy pickle: torch.load(weights_only=True) only
 _WRAPPER_PREFIX = "base_model.model."
 # "<module>.lora_A.weight" (saved, no adapter name) or "<module>.lora_A.<adapter>.weight" (in-memory)
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
@@ -57,6 +63,14 @@ def read_adapter_config(adapter_dir: Path) -> dict:
                 f"{adapter_dir} uses {flag}={cfg[flag]!r}, which does not merge as W0 + s*B@A; "
                 "analyse a merged full checkpoint instead (PeftModel.merge_and_unload + save_pretrained)"
             )
+    if cfg.get("enable_lora"):  # early PEFT's MergedLinear (fused qkv): not a per-module A/B pair
+        raise UserError(
+            f"{adapter_dir} has enable_lora={cfg['enable_lora']!r} (fused-qkv MergedLinear of early PEFT); "
+            "analyse a merged full checkpoint instead"
+        )
+    for key in ("r", "lora_alpha"):
+        if not isinstance(cfg.get(key), (int, float)) or isinstance(cfg.get(key), bool) or cfg[key] <= 0:
+            raise UserError(f"{cfg_path} has {key}={cfg.get(key)!r}; a LoRA adapter needs a positive {key}")
     if cfg.get("fan_in_fan_out"):
         raise UserError(
             f"{adapter_dir} has fan_in_fan_out=true (Conv1D models); only nn.Linear models are supported"
@@ -80,11 +94,20 @@ class AdapterWeights(WeightSource):
         self.model_type = base.model_type
         self.config = read_adapter_config(self.dir)
         self._file = self.dir / ADAPTER_WEIGHTS
-        if not self._file.is_file():
-            raise UserError(f"{self.dir} has {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS}; re-save the adapter")
-        header, _ = read_safetensors_header(self._file)  # validates size: a truncated file fails here
+        self._bin: dict[str, Tensor] | None = None
+        if self._file.is_file():
+            header, _ = read_safetensors_header(self._file)  # validates size: a truncated file fails here
+        elif (self.dir / ADAPTER_WEIGHTS_BIN).is_file():
+            self._file = self.dir / ADAPTER_WEIGHTS_BIN
+            self._bin = load_bin_safely(self._file)
+            header = {k: {"shape": list(t.shape)} for k, t in self._bin.items()}
+        else:
+            raise UserError(
+                f"{self.dir} has {ADAPTER_CONFIG} but neither {ADAPTER_WEIGHTS} nor {ADAPTER_WEIGHTS_BIN}; "
+                "re-save the adapter"
+            )
         h = hashlib.sha256(base.identity.encode())
-        h.update(self._file.read_bytes())  # adapters are small: hash them whole
+        _file_sha256(self._file, h)  # whole file, streamed: an r = 2048 7B adapter is 10 GB
         self.identity = f"{base.identity}+lora:{h.hexdigest()[:32]}"
         # MatrixId -> (module name, key of lora_A, key of lora_B)
         modules: dict[str, dict[str, str]] = {}
@@ -158,15 +181,31 @@ class AdapterWeights(WeightSource):
         mid = self._key_to_id.get(key)
         if mid not in self._lora:
             return W0
-        from safetensors import safe_open
+        return self.merge(key, W0)
 
+    def merge(self, key: str, W0: Tensor) -> Tensor:
+        """W0 + s B A for ``key`` given the base tensor already read (the one-pass analysis reads W0 once
+        for many fine-tunes); W0 itself when the adapter does not touch ``key``."""
+        mid = self._key_to_id.get(key)
+        if mid not in self._lora:
+            return W0
         _, a_key, b_key = self._lora[mid]
-        with safe_open(self._file, framework="pt", device="cpu") as fh:
-            A = fh.get_tensor(a_key).to(torch.float64)
-            B = fh.get_tensor(b_key).to(torch.float64)
+        if self._bin is not None:
+            A, B = self._bin[a_key].to(torch.float64), self._bin[b_key].to(torch.float64)
+        else:
+            from safetensors import safe_open
+
+            with safe_open(self._file, framework="pt", device="cpu") as fh:
+                A = fh.get_tensor(a_key).to(torch.float64)
+                B = fh.get_tensor(b_key).to(torch.float64)
         # float64 out: a float32/half base is exact in float64, and rounding the merge back down would
         # blur a small update (the fp16 mistake of PAPER.md, in miniature).
         return W0.to(torch.float64) + self.scaling(mid) * (B @ A)
+
+    def run_meta(self) -> dict:
+        """method / rank / alpha from the adapter's own config (never typed by hand). A rank_pattern or
+        alpha_pattern that gives modules different values leaves the column at the config's default r."""
+        return {"method": "lora", "rank": int(self.config["r"]), "alpha": float(self.config["lora_alpha"])}
 
     def describe(self) -> dict:
         return {
@@ -177,4 +216,5 @@ class AdapterWeights(WeightSource):
                 for k in ("r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern")
             },
             "base_model_name_or_path": self.config.get("base_model_name_or_path"),
+            "weights_file": self._file.name,
         }

@@ -45,9 +45,11 @@ def fetch(spec: str, revision: str | None = None) -> tuple[Path, str]:
     if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
         raise UserError(f"no such directory: {spec}; pass an existing model directory or a Hub id")
     path = _download(spec, revision, ["*.safetensors", "*.json"])
-    if not any(path.glob("*.safetensors")) and not (path / "adapter_config.json").is_file():
-        # legacy repository without safetensors: its .bin files are loaded with weights_only=True
-        path = _download(spec, revision, ["*.bin", "*.json"])
+    if not any(path.glob("*.safetensors")):
+        # legacy repository without safetensors (tloen/alpaca-lora-7b: adapter_model.bin; chavinlo/alpaca-native:
+        # pytorch_model-*.bin): its .bin files are loaded with torch.load(weights_only=True) only
+        legacy = ["adapter_model.bin"] if (path / "adapter_config.json").is_file() else ["*.bin"]
+        path = _download(spec, revision, [*legacy, "*.json"])
     commit = path.name if _COMMIT.match(path.name) else (revision or "main")
     return path, f"{spec}@{commit}"
 
@@ -75,33 +77,24 @@ def open_model(spec: str | Path, revision: str | None = None) -> HFWeights:
     return HFWeights(path, identity=hub_identity or None, location=str(spec))
 
 
-def open_pair(
-    base: str | Path,
-    tuned: str | Path,
-    *,
-    base_revision: str | None = None,
-    tuned_revision: str | None = None,
-) -> tuple[WeightSource, WeightSource]:
-    """``(base_src, tuned_src)``; the tuned side may be a full model or a LoRA adapter (merged onto base).
+def open_tuned(base_src: WeightSource, tuned: str | Path, revision: str | None = None) -> WeightSource:
+    """The tuned side for an already opened base: a full model, or a LoRA adapter merged onto ``base_src``.
 
     A different architecture (model_type) or an adapter whose A/B shapes do not fit the base is refused.
     An adapter trained from a differently named base only warns: paths legitimately differ between
     machines, and the shape check catches real mismatches.
     """
-    base_src = open_model(base, base_revision)
-    tuned_path, hub_identity = fetch(str(tuned), tuned_revision)
+    tuned_path, hub_identity = fetch(str(tuned), revision)
     tuned_path = resolve_dir(tuned_path)
     if is_adapter_dir(tuned_path):
         tuned_src: WeightSource = AdapterWeights(base_src, tuned_path)
+        tuned_src.location = str(tuned)
         if hub_identity:
             tuned_src.identity = f"{hub_identity}+on:{base_src.identity}"
         tuned_src.check_shapes()
         claimed = tuned_src.config.get("base_model_name_or_path")
-        if (
-            claimed
-            and str(claimed) not in (str(base), base_src.location)
-            and Path(str(claimed)) != Path(str(base))
-        ):
+        base = base_src.location
+        if claimed and str(claimed) != base and Path(str(claimed)) != Path(base):
             log.warning(
                 "adapter %s was trained on %s but is merged onto %s (shapes match)", tuned, claimed, base
             )
@@ -109,7 +102,19 @@ def open_pair(
         tuned_src = HFWeights(tuned_path, identity=hub_identity or None, location=str(tuned))
     if tuned_src.model_type != base_src.model_type:
         raise UserError(
-            f"different architectures: base {base} is {base_src.model_type!r}, tuned {tuned} is "
+            f"different architectures: base {base_src.location} is {base_src.model_type!r}, tuned {tuned} is "
             f"{tuned_src.model_type!r}; pass the base model the fine-tune started from"
         )
-    return base_src, tuned_src
+    return tuned_src
+
+
+def open_pair(
+    base: str | Path,
+    tuned: str | Path,
+    *,
+    base_revision: str | None = None,
+    tuned_revision: str | None = None,
+) -> tuple[WeightSource, WeightSource]:
+    """``(base_src, tuned_src)``; the tuned side may be a full model or a LoRA adapter (see :func:`open_tuned`)."""
+    base_src = open_model(base, base_revision)
+    return base_src, open_tuned(base_src, tuned, tuned_revision)

@@ -60,6 +60,15 @@ class WeightSource(ABC):
         """``{MatrixId: key}`` of the analysed matrices in ``preset``, sorted by (layer, module)."""
         return select_matrices(self.keys(), self.family, preset)
 
+    def merge(self, key: str, W0: Tensor) -> Tensor:
+        """This source's tensor ``key`` when the caller already holds the base's ``W0`` (adapters merge
+        onto it instead of reading the base again); a full model just reads its own tensor."""
+        return self.get(key)
+
+    def run_meta(self) -> dict:
+        """Run columns this source knows about itself (``method``, ``rank``, ``alpha``); {} if none."""
+        return {}
+
     def describe(self) -> dict:
         return {"location": self.location, "identity": self.identity, "model_type": self.model_type}
 
@@ -179,15 +188,12 @@ class HFWeights(WeightSource):
 
     def _load_bin(self, f: Path) -> dict:
         if f not in self._bin:
-            try:
-                # mmap: tensors stay on disk until touched; weights_only: never execute pickled code.
-                self._bin[f] = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as exc:  # torch raises many types for a broken/unsafe file
-                raise UserError(
-                    f"cannot load {f} safely ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                    "re-download it or convert the checkpoint to safetensors"
-                ) from None
+            self._bin[f] = load_bin_safely(f)
         return self._bin[f]
+
+    def run_meta(self) -> dict:
+        """A model directory (no adapter_config.json) is a full fine-tune: it carries all its weights."""
+        return {"method": "full"}
 
     def keys(self) -> list[str]:
         return list(self._key_file)
@@ -215,6 +221,31 @@ class HFWeights(WeightSource):
                 return fh.get_tensor(key)
         except SafetensorError as exc:
             raise _corrupt(f, str(exc)) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else "no message"
+
+
+def load_bin_safely(path: Path) -> dict[str, Tensor]:
+    """A pickled state dict, loaded with ``weights_only=True`` (tensors and plain containers only: a pickle
+    that would call any other function is refused by torch's restricted unpickler, not run)."""
+    try:
+        try:  # mmap: tensors stay on disk until touched (zip-format files only)
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc) and "zip" not in str(exc).lower():
+                raise
+            sd = torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
+    except Exception as exc:  # UnpicklingError for a code-executing pickle, many types for a broken file
+        raise UserError(
+            f"cannot load {path} safely ({type(exc).__name__}: {_first_line(exc)}); "
+            "it is not a plain tensor file -- re-download it or convert it to safetensors"
+        ) from None
+    if not isinstance(sd, dict) or not all(isinstance(t, Tensor) for t in sd.values()):
+        raise UserError(f"{path} does not hold a flat dict of tensors; re-save the adapter with PEFT")
+    return sd
 
 
 def _read_model_type(d: Path) -> str:
