@@ -40,6 +40,10 @@ class TaskConfig:
     max_train_samples: int | None = None  # cap after a seeded shuffle (see lora_vs_full.data)
     max_eval_samples: int | None = None
     data_dir: str | None = None  # local copies of the original releases; None = Hugging Face Hub
+    hub_root: str | None = None  # local mirror of the Hub repos: <hub_root>/<repo id>/<revision>/ (lora_vs_full.data.hub)
+    revision: str | None = None  # Hub dataset revision; a commit sha pins it; None = the registry's
+    allow_substitutes: bool = False  # local files: use a documented substitute (subset, other split), recorded
+    check_rows: bool = True  # a Hub split must have the registry's row count
 
 
 @dataclass
@@ -71,7 +75,13 @@ class OptimConfig:
     warmup_ratio: float = 0.06
     max_length: int = 512
     grad_clip: float | None = 1.0  # max grad norm (HF Trainer's default, which Hu et al. used); None = off
-    bf16: bool = False  # bfloat16 autocast (GPU, or CPU with bf16 support)
+    group_by_length: bool = False  # HF Trainer's length-grouped batch order (training/batching.py)
+    # GPU fast paths (training/optim.py: resolve_fast_paths); auto = on with CUDA, off on a CPU
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
+    tf32: Any = "auto"  # auto | true | false: TF32 matmuls (CUDA)
+    fused_adamw: Any = "auto"  # auto | true | false: torch's fused AdamW kernel (CUDA)
+    attn_implementation: str = "auto"  # auto (transformers' choice: SDPA where supported) | sdpa | eager
+    compile: bool = False  # torch.compile the training forward (pays only on long runs)
     log_every_steps: int = 10
     eval_every_steps: int | None = None  # besides the evaluation at the end of every epoch
     checkpoint_every_steps: int | None = None  # intermediate checkpoints/step-<n>/
@@ -89,6 +99,8 @@ class TrainConfig:
     tracker: str = "none"
     overwrite: bool = False  # replace a complete run whose stored config differs
     save_checkpoint: bool = True
+    save_state_every: int | None = 1000  # resumable state every n steps (training/resume.py); null = never
+    keep_states: int = 2  # newest resumable states kept
 
 
 def register_configs() -> None:
@@ -142,11 +154,19 @@ def validate(cfg: DictConfig) -> None:
     _check(0 <= o.warmup_ratio < 1, f"optim.warmup_ratio={o.warmup_ratio} must be in [0, 1)")
     _check(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
     _check(o.grad_clip is None or o.grad_clip > 0, f"optim.grad_clip={o.grad_clip} must be > 0 or null")
+    from lora_vs_full.training.optim import check_fast_paths
+
+    check_fast_paths(o)  # precision / tf32 / fused_adamw / attn_implementation values
     _check(cfg.tracker in TRACKERS, f"unknown tracker={cfg.tracker!r}: choose one of {', '.join(TRACKERS)}")
     _check(
         cfg.device == "auto" or cfg.device.split(":")[0] in ("cpu", "cuda", "mps"),
         f"unknown device={cfg.device!r}: use auto, cpu or cuda[:i]",
     )
+    _check(
+        cfg.get("save_state_every") is None or cfg.save_state_every >= 1,
+        f"save_state_every={cfg.get('save_state_every')} must be >= 1 or null",
+    )
+    _check(cfg.get("keep_states", 2) >= 1, f"keep_states={cfg.get('keep_states')} must be >= 1")
     for key in ("max_train_samples", "max_eval_samples"):
         v = cfg.task[key]
         _check(v is None or v >= 1, f"task.{key}={v} must be >= 1 or null")

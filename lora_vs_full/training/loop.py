@@ -12,7 +12,6 @@ complete only when ``runs.py`` writes ``final.json``, so a killed run's partial 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -22,7 +21,16 @@ from pathlib import Path
 import torch
 
 from lora_vs_full.errors import UserError
-from lora_vs_full.training.optim import make_optimizer, make_scheduler, total_steps
+from lora_vs_full.training import resume
+from lora_vs_full.training.batching import epoch_pad_fraction, make_sampler, token_lengths
+from lora_vs_full.training.optim import (
+    autocast,
+    make_optimizer,
+    make_scheduler,
+    resolve_fast_paths,
+    tf32_matmuls,
+    total_steps,
+)
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
@@ -50,26 +58,24 @@ def make_collator(tokenizer):
     return DataCollatorWithPadding(tokenizer, return_tensors="pt")
 
 
-def make_loader(ds, tokenizer, batch_size: int, *, shuffle: bool, seed: int = 0):
-    """DataLoader over an encoded dataset; shuffling draws from its own generator seeded with ``seed``."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
+def make_loader(ds, tokenizer, batch_size: int, *, shuffle: bool, seed: int = 0, group_by_length=False):
+    """DataLoader over an encoded dataset. ``shuffle``: a seeded random order per epoch, or with
+    ``group_by_length`` HF Trainer's length-grouped order (``batching.make_sampler``); else in order."""
+    sampler = None
+    if shuffle:
+        lengths = token_lengths(ds) if group_by_length else [0] * len(ds)
+        sampler = make_sampler(lengths, batch_size, seed=seed, group_by_length=group_by_length)
     return torch.utils.data.DataLoader(
-        ds.with_format(None),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        collate_fn=make_collator(tokenizer),
+        ds.with_format(None), batch_size=batch_size, sampler=sampler, collate_fn=make_collator(tokenizer)
     )
 
 
-def _autocast(device: torch.device, bf16: bool):
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+def evaluate(
+    model, tokenizer, ds, *, batch_size: int, max_length: int, device, bf16=False, precision=None
+) -> dict:
+    """``{"accuracy", "loss", "n"}`` on ``ds`` (raw or encoded), under no_grad; restores the train/eval mode.
 
-
-def evaluate(model, tokenizer, ds, *, batch_size: int, max_length: int, device, bf16: bool = False) -> dict:
-    """``{"accuracy", "loss", "n"}`` on ``ds`` (raw or encoded), under no_grad; restores the train/eval mode."""
+    ``precision`` (fp32 | bf16 | fp16, resolved) is the autocast dtype; ``bf16=True`` is the older spelling."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -78,7 +84,7 @@ def evaluate(model, tokenizer, ds, *, batch_size: int, max_length: int, device, 
         with torch.no_grad():
             for batch in make_loader(encode(ds, tokenizer, max_length), tokenizer, batch_size, shuffle=False):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                with _autocast(device, bf16):
+                with autocast(device, precision or ("bf16" if bf16 else "fp32")):
                     out = model(**batch)
                 k = batch["labels"].shape[0]
                 loss_sum += out.loss.float().item() * k
@@ -147,6 +153,8 @@ def train(
     tracker: _Tracker | None = None,
     save_fn: Callable[[Path], None] | None = None,
     progress: bool = True,
+    state_every: int | None = None,
+    keep_states: int = 2,
 ) -> dict:
     """Train ``model`` in place with the recipe in ``optim_cfg``; returns a summary dict.
 
@@ -156,25 +164,61 @@ def train(
     and at the end. With ``run_dir``: appends events to ``run_dir/metrics.jsonl`` and, every
     ``optim_cfg.checkpoint_every_steps``, calls ``save_fn(run_dir/checkpoints/step-<n>)``.
     Deterministic given ``seed`` (dropout RNG and shuffling order).
+
+    Resume (``training.resume``): with ``run_dir`` and ``state_every``, a resumable state is saved every
+    ``state_every`` steps (newest ``keep_states`` kept); when ``run_dir/state/`` holds one, training
+    continues from it (the caller has checked that the config is the same: ``runs.execute``).
     """
     from tqdm.auto import tqdm
 
     device = torch.device(device)
     max_length = int(max_length or optim_cfg.max_length)
-    bf16 = bool(optim_cfg.get("bf16", False))
+    fast = resolve_fast_paths(optim_cfg, device)  # UserError for a CUDA-only switch on another device
+    precision, grouped = fast["precision"], bool(optim_cfg.get("group_by_length", False))
     torch.manual_seed(seed)  # dropout
     train_enc = encode(train_ds, tokenizer, max_length)
     eval_enc = encode(eval_ds, tokenizer, max_length) if eval_ds is not None else None
-    loader = make_loader(train_enc, tokenizer, int(optim_cfg.batch_size), shuffle=True, seed=seed)
+    bs = int(optim_cfg.batch_size)
+    loader = make_loader(train_enc, tokenizer, bs, shuffle=True, seed=seed, group_by_length=grouped)
     steps = total_steps(len(train_enc), optim_cfg)
     model.to(device).train()
+    if fast["attn_implementation"] != "auto":
+        model.set_attn_implementation(fast["attn_implementation"])  # PEFT forwards to the base model
+    fast["attn_implementation"] = getattr(model.config, "_attn_implementation", None)  # the kernel in use
+    # epoch 1's padding share (a fresh sampler with the same seed gives the same order as the loader's)
+    pad = round(epoch_pad_fraction(token_lengths(train_enc), bs, seed=seed, group_by_length=grouped), 4)
+    forward = torch.compile(model) if fast["compile"] else model  # shares the parameters; eval stays eager
+    scaler = torch.amp.GradScaler(device.type, enabled=fast["grad_scaler"])  # fp16 only; else a no-op
     lr = float(optim_cfg.lr if lr is None else lr)
-    optimizer = make_optimizer(model, lr, float(optim_cfg.weight_decay))
+    optimizer = make_optimizer(model, lr, float(optim_cfg.weight_decay), fused=fast["fused_adamw"])
     scheduler = make_scheduler(optimizer, steps, float(optim_cfg.warmup_ratio))
     params = [p for p in model.parameters() if p.requires_grad]
-    metrics_fh = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") if run_dir else None
     t0, step, epoch, last_eval_step, window = time.perf_counter(), 0, 0, -1, []
     result = {"eval_accuracy": None, "eval_loss": None, "diverged": False}
+    gen, skip, resumed = resume.sampler_generator(loader), 0, None
+    if run_dir and state_every:
+        resumed = resume.load_latest(run_dir, log=log)
+    if resumed is not None:  # continue a killed attempt exactly where its last state was saved
+        resume.load_trainables(model, resumed["trainables"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        scaler.load_state_dict(resumed["scaler"])
+        step, epoch, skip = resumed["step"], resumed["epoch"], resumed["batch_in_epoch"]
+        last_eval_step, window, result = resumed["last_eval_step"], list(resumed["window"]), dict(resumed["result"])
+        t0 -= resumed["seconds"]
+        resume.truncate_metrics(Path(run_dir) / "metrics.jsonl", resumed["metrics_bytes"])
+        log(f"resuming at step {step}/{steps} from {resumed['path']}")
+    metrics_fh = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") if run_dir else None
+    batch_in_epoch, epoch_gen_state = 0, None
+
+    def save_state() -> None:
+        resume.save_state(run_dir, step, {
+            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "last_eval_step": last_eval_step,
+            "window": list(window), "result": dict(result), "seconds": time.perf_counter() - t0,
+            "metrics_bytes": metrics_fh.tell(), "trainables": resume.trainable_state(model),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": resume.capture_rng(device), "epoch_generator": epoch_gen_state,
+        }, keep=keep_states, log=log)  # fmt: skip
 
     def emit(event: dict) -> None:
         event = {"time": round(time.perf_counter() - t0, 3), **event}
@@ -189,28 +233,48 @@ def train(
         if eval_enc is None or last_eval_step == step:
             return
         ev = evaluate(model, tokenizer, eval_enc, batch_size=int(optim_cfg.eval_batch_size),
-                      max_length=max_length, device=device, bf16=bf16)  # fmt: skip
+                      max_length=max_length, device=device, precision=precision)  # fmt: skip
         last_eval_step = step
         result.update(eval_accuracy=ev["accuracy"], eval_loss=ev["loss"])
         emit({"event": "eval", "step": step, "epoch": round(step / len(loader), 4), **ev})
         log(f"step {step}/{steps}: eval accuracy {ev['accuracy']:.4f}, loss {ev['loss']:.4f} (n={ev['n']})")
 
-    bar = tqdm(total=steps, desc="train", disable=not progress, dynamic_ncols=True, leave=False)
+    if resumed is not None:
+        emit({"event": "resume", "step": step, "state": Path(resumed["path"]).name})
+    else:
+        emit({"event": "setup", "step": 0, **fast, "group_by_length": grouped, "pad_fraction_epoch1": pad})
+    bar = tqdm(total=steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True, leave=False)
+    tf32 = tf32_matmuls(fast["tf32"])
+    tf32.__enter__()  # restored in the finally below
     try:
         while step < steps:
-            epoch += 1
-            for batch in loader:
+            if resumed is not None:  # replay the interrupted epoch's order up to the saved position
+                if gen is not None and resumed["epoch_generator"] is not None:
+                    gen.set_state(resumed["epoch_generator"])
+                epoch_gen_state, batches = resumed["epoch_generator"], iter(loader)
+                for _ in range(skip):
+                    next(batches)
+                resume.restore_rng(resumed["rng"])  # after iter(): creating it draws from the global RNG
+                batch_in_epoch, resumed = skip, None
+            else:
+                epoch += 1
+                epoch_gen_state = gen.get_state() if gen is not None else None
+                batches, batch_in_epoch = iter(loader), 0
+            for batch in batches:
+                batch_in_epoch += 1
                 batch = {k: v.to(device) for k, v in batch.items()}
-                with _autocast(device, bf16):
-                    loss = model(**batch).loss
+                with autocast(device, precision):
+                    loss = forward(**batch).loss
                 if not torch.isfinite(loss):
                     log(f"step {step}: loss is {loss.item()} (diverged); stopping early")
                     steps, result["diverged"] = step, True
                     break
-                loss.backward()
+                scaler.scale(loss).backward()
                 if optim_cfg.get("grad_clip"):
+                    scaler.unscale_(optimizer)  # clip the true gradients (no-op without fp16)
                     torch.nn.utils.clip_grad_norm_(params, float(optim_cfg.grad_clip))
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
@@ -228,10 +292,13 @@ def train(
                 ckpt_every = optim_cfg.get("checkpoint_every_steps")
                 if ckpt_every and save_fn is not None and run_dir and step % int(ckpt_every) == 0:
                     save_fn(Path(run_dir) / "checkpoints" / f"step-{step}")
+                if state_every and run_dir and step % int(state_every) == 0 and step < steps:
+                    save_state()
                 if step >= steps:
                     break
             run_eval()  # end of every epoch (and of training)
     finally:
+        tf32.__exit__(None, None, None)
         bar.close()
         if metrics_fh is not None:
             metrics_fh.close()
@@ -244,4 +311,6 @@ def train(
         "epochs": round(step / max(len(loader), 1), 4),
         "train_seconds": round(seconds, 3),
         "train_samples_per_s": round(n_seen / seconds, 3) if seconds > 0 else None,
+        "fast_paths": fast,
+        "pad_fraction_epoch1": pad,
     }
