@@ -75,3 +75,87 @@ def collect(**extra) -> dict:
         "argv": list(sys.argv),
         **extra,
     }
+
+
+# --- What was read: file hashes and resolved Hub revisions (issue 12) -------------------------------
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_hashes(paths) -> list[dict]:
+    """``[{"path", "bytes", "sha256"}]`` for local files that were read (in the given order)."""
+    return [
+        {"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size, "sha256": sha256_file(p)}
+        for p in paths
+    ]
+
+
+def resolve_commit(repo_id: str, revision: str | None = None, *, repo_type: str = "model") -> str | None:
+    """The commit a Hub ``revision`` points to (huggingface_hub; offline: from the local cache's refs/).
+
+    None for a local directory, or when neither the Hub nor the cache can tell. A repo or revision that
+    does not exist raises :class:`~lora_vs_full.errors.UserError` with the library's message.
+    """
+    if repo_id is None or Path(str(repo_id)).expanduser().exists():
+        return None
+    from huggingface_hub import HfApi
+    from huggingface_hub.constants import is_offline_mode
+
+    try:
+        resolved = HfApi().resolve_revision(
+            str(repo_id), repo_type=repo_type, revision=revision, local_files_only=is_offline_mode()
+        )
+    except Exception as exc:  # noqa: BLE001 - classified below
+        name = type(exc).__name__
+        if name in ("RevisionNotFoundError", "RepositoryNotFoundError", "GatedRepoError"):
+            from lora_vs_full.errors import UserError
+
+            detail = (str(exc).strip().splitlines() or [name])[0][:200]
+            raise UserError(
+                f"cannot resolve {repo_type} {repo_id}@{revision or 'main'}: [{name}: {detail}]"
+            ) from None
+        return None  # unreachable and not cached: recorded as unknown
+    return getattr(resolved, "resolved", None) or None
+
+
+def model_record(source: str, requested: str | None) -> dict:
+    """``{"source", "requested_revision", "commit", "files"}`` of a base model; a pinned sha must match.
+
+    Hub ids: the commit the requested revision resolves to (a mismatch with a requested full sha is a
+    UserError). Local directories (built or packaged models): the sha256 of their weight files.
+    """
+    import re
+
+    from lora_vs_full.errors import UserError
+
+    rec = {"source": str(source), "requested_revision": requested, "commit": None, "files": []}
+    local = Path(str(source)).expanduser()
+    if local.exists():
+        rec["files"] = file_hashes(sorted(p for p in local.iterdir() if p.suffix in (".safetensors", ".bin")))
+        return rec
+    rec["commit"] = resolve_commit(str(source), requested)
+    if requested and re.fullmatch(r"[0-9a-f]{40}", str(requested)) and rec["commit"] not in (None, requested):
+        raise UserError(
+            f"model {source}: revision {requested} was requested but it resolves to {rec['commit']}: "
+            "clear the cache entry or fix model.revision"
+        )
+    return rec
+
+
+def check_recorded_revision(recorded: str | None, requested: str | None, what: str) -> None:
+    """A run recorded commit ``recorded``; loading it at another explicitly requested revision is an error."""
+    from lora_vs_full.errors import UserError
+
+    if recorded and requested and str(requested) != str(recorded):
+        raise UserError(
+            f"{what} was trained on commit {recorded} but revision {requested} was requested: drop the "
+            "override (the recorded commit is used) or retrain"
+        )

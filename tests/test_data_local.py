@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_vs_full.data import load_task
+from lora_vs_full.data import load_task, load_task_with_record
 from lora_vs_full.errors import UserError
 
 
@@ -53,7 +53,9 @@ def test_mnli_glue_tsv_and_jsonl_and_keyed_json(tmp_path):
     assert _rows(load_task("mnli", "eval", data_dir=tmp_path / "b")) == [
         {"text": "p", "text_pair": "h", "label": 0}
     ]
-    assert _rows(load_task("mnli", "train", data_dir=tmp_path / "b")) == [  # key order, not file order
+    assert _rows(
+        load_task("mnli", "train", data_dir=tmp_path / "b", allow_substitutes=True)
+    ) == [  # key order
         {"text": "a", "text_pair": "aa", "label": 1},
         {"text": "b", "text_pair": "bb", "label": 2},
     ]
@@ -71,11 +73,16 @@ def test_qqp_tsv_and_subset_fallback(tmp_path, caplog):
         tmp_path / "QQP/glue_pretrain_subset/dev.json",
         json.dumps({"0": {"text_a": "x", "text_b": "y", "label": "1"}}),
     )
+    # a held-out TRAIN subset is not the dev set: refused unless substitutes are allowed, then recorded
+    with pytest.raises(UserError, match=r"dev\.tsv is absent .* substitute .*task\.allow_substitutes=true"):
+        load_task("qqp", "eval", data_dir=tmp_path)
     with caplog.at_level("WARNING"):
-        assert _rows(load_task("qqp", "eval", data_dir=tmp_path)) == [
-            {"text": "x", "text_pair": "y", "label": 1}
-        ]
+        ds, rec = load_task_with_record("qqp", "eval", data_dir=tmp_path, allow_substitutes=True)
+        assert _rows(ds) == [{"text": "x", "text_pair": "y", "label": 1}]
     assert "subset of QQP TRAIN" in caplog.text
+    assert "instead of dev.tsv (a held-out subset of QQP TRAIN" in rec["substitution"]
+    (f,) = rec["files"]
+    assert f["path"].endswith("glue_pretrain_subset/dev.json") and len(f["sha256"]) == 64
 
 
 def test_siqa_template_and_one_based_labels(tmp_path):
@@ -108,9 +115,11 @@ def test_winogrande_template_sizes_and_labels(tmp_path, caplog):
     for size, n in (("xs", 1), ("m", 3)):
         _jsonl(d / f"train_{size}.jsonl", [row] * n)
         _write(d / f"train_{size}-labels.lst", "1\n" * n)
-    with caplog.at_level("WARNING"):
-        assert len(load_task("winogrande", "train", data_dir=tmp_path)) == 3  # largest present
-    assert "train_xl.jsonl absent" in caplog.text
+    with pytest.raises(UserError, match=r"train_xl\.jsonl is absent.*allow_substitutes"):
+        load_task("winogrande", "train", data_dir=tmp_path)
+    ds, rec = load_task_with_record("winogrande", "train", data_dir=tmp_path, allow_substitutes=True)
+    assert len(ds) == 3 and "largest size present (m)" in rec["substitution"]  # largest present
+    assert [Path(f["path"]).name for f in rec["files"]] == ["train_m.jsonl", "train_m-labels.lst"]
     assert len(load_task("winogrande", "train", data_dir=tmp_path, winogrande_size="xs")) == 1
     with pytest.raises(UserError, match=r"train_l\.jsonl not found.*sizes present: \['xs', 'm'\]"):
         load_task("winogrande", "train", data_dir=tmp_path, winogrande_size="l")
@@ -141,8 +150,12 @@ def test_fever_label_order_claim_only_and_dedup(tmp_path):
         {"text": "A is C.", "label": 0},
         {"text": "A is D.", "label": 1},
     ]
-    with pytest.raises(UserError, match=r"expected one of train\.jsonl, paper_dev\.jsonl"):
+    with pytest.raises(UserError, match=r"expected train\.jsonl \(substitutes: paper_dev\.jsonl\)"):
         load_task("fever", "train", data_dir=tmp_path)
+    _jsonl(tmp_path / "FEVER/paper_dev.jsonl", rows[:2])
+    with pytest.raises(UserError, match=r"train\.jsonl is absent"):
+        load_task("fever", "train", data_dir=tmp_path)
+    assert len(load_task("fever", "train", data_dir=tmp_path, allow_substitutes=True)) == 2
 
 
 def test_wrong_columns_labels_and_missing_files(tmp_path):
@@ -167,7 +180,8 @@ def test_wrong_columns_labels_and_missing_files(tmp_path):
     with pytest.raises(UserError, match=r"2 labels for 1 rows"):
         load_task("siqa", "eval", data_dir=tmp_path)
     with pytest.raises(
-        UserError, match=r"no QQP eval file in .*: expected one of dev\.tsv, glue_pretrain_subset/dev\.json"
+        UserError,
+        match=r"no QQP eval file in .*: expected dev\.tsv \(substitutes: glue_pretrain_subset/dev\.json\)",
     ):
         load_task("qqp", "eval", data_dir=tmp_path)
     with pytest.raises(UserError, match="is not a directory"):
