@@ -7,7 +7,12 @@ Layout (the contract in docs/ARCHITECTURE.md)::
 
 ``final.json`` is written last and atomically; its presence means the run is complete. Rerunning the
 same config skips a complete run; a complete run with a different config is a UserError unless
-``overwrite=true``; a directory without ``final.json`` (an interrupted run) is wiped and restarted.
+``overwrite=true``. A directory without ``final.json`` is an interrupted run: when it holds a resumable
+state (``state/``, every ``save_state_every`` steps, see ``lora_vs_full.training.resume``) and the same
+config, the rerun continues from it; with a different config it is refused naming the differing keys
+(``overwrite=true`` restarts it); without a state it is wiped and restarted. One process at a time works
+on a run directory (``lora_vs_full.lifecycle.locked``). This is the lifecycle every unit shares
+(``lora_vs_full.lifecycle``).
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lora_vs_full import provenance
+from lora_vs_full.device import resolve_device
 from lora_vs_full.errors import UserError
-from lora_vs_full.storage import atomic_write_json, atomic_write_text, read_json
+from lora_vs_full.lifecycle import config_diff, describe_diff, locked
+from lora_vs_full.storage import atomic_write_json, atomic_write_text, ensure_dir, read_json
 
 _log = logging.getLogger("lora_vs_full.train")
 
 # Keys that say where or how a run executes, not what it computes: ignored when comparing configs.
-_NOT_IDENTITY = ("paths", "overwrite", "device", "tracker", "hydra")
+_NOT_IDENTITY = ("paths", "overwrite", "device", "tracker", "hydra", "save_state_every", "keep_states")
 
 
 def method_tag(method_cfg) -> str:
@@ -66,19 +73,20 @@ def identity(cfg) -> dict:
     """The part of a config that determines a run's result (location and logging knobs dropped)."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     c = {k: v for k, v in c.items() if k not in _NOT_IDENTITY}
-    c["task"] = {k: v for k, v in c["task"].items() if k != "data_dir"}  # same data, other location
+    from lora_vs_full.data import TASK_LOCATION_KEYS
+
+    # same data, other location or strictness (a substitute is recorded; without it the run fails)
+    c["task"] = {
+        k: v
+        for k, v in c["task"].items()
+        if k not in TASK_LOCATION_KEYS and not (k == "revision" and v is None)
+    }
     if c["model"].get("builder"):  # a built/packaged model: its local path is machine-specific
         c["model"] = {k: v for k, v in c["model"].items() if k != "source"}
     return c
 
 
-def _diff(old, new, prefix="") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new)):
-            out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
-        return out
-    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+_diff = config_diff  # the shared comparison (lifecycle.py); kept under its old name for callers
 
 
 def is_complete(run_dir) -> bool:
@@ -92,39 +100,54 @@ def read_final(run_dir) -> dict:
     return read_json(path)
 
 
+def _stored_changes(run_dir: Path, cfg) -> list[str]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return ["config.yaml missing"]
+    try:
+        stored = OmegaConf.load(path)
+    except Exception:  # a corrupt config.yaml: treat the run as made with an unknown config
+        return ["config.yaml unreadable"]
+    return config_diff(identity(stored), identity(cfg))
+
+
 def prepare_run_dir(run_dir: Path, cfg, *, overwrite: bool = False, log=_log.info) -> bool:
-    """Make ``run_dir`` ready; False when a complete run with the same config already exists (skip)."""
+    """Make ``run_dir`` ready; False when a complete run with the same config already exists (skip).
+
+    An interrupted run with a resumable state and the same config is kept (``execute`` resumes it)."""
+    from lora_vs_full.training.resume import has_state
+
+    run_dir = Path(run_dir)
     if is_complete(run_dir):
-        stored = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
-        changes = _diff(identity(stored), identity(cfg)) if stored is not None else ["config.yaml missing"]
+        changes = _stored_changes(run_dir, cfg)
         if not changes:
             log(f"skipping: {run_dir} is already complete with the same config")
             return False
         if not overwrite:
-            shown = "; ".join(changes[:3]) + (
-                f"; ... ({len(changes)} differences)" if len(changes) > 3 else ""
-            )
             raise UserError(
-                f"{run_dir} is complete with a different config ({shown}): pass overwrite=true to replace "
-                "it, or set method.lr / paths.runs_dir to keep both"
+                f"{run_dir} is complete with a different config ({describe_diff(changes)}): pass "
+                "overwrite=true to replace it, or set method.lr / paths.runs_dir to keep both"
             )
         log(f"overwrite=true: replacing the complete run in {run_dir}")
+        shutil.rmtree(run_dir)
+    elif run_dir.exists() and has_state(run_dir):
+        changes = _stored_changes(run_dir, cfg)
+        if not changes:
+            log(f"{run_dir} holds an interrupted run with a resumable state and the same config: resuming")
+            return True
+        if not overwrite:
+            raise UserError(
+                f"{run_dir} holds an interrupted run made with a different config ({describe_diff(changes)}): "
+                "rerun with its config to resume it, pass overwrite=true to restart it, or set "
+                "paths.runs_dir to keep both"
+            )
+        log(f"overwrite=true: restarting the interrupted run in {run_dir} (its config differs)")
         shutil.rmtree(run_dir)
     elif run_dir.exists():
         log(f"{run_dir} holds an interrupted run (no final.json): wiping its partial files and restarting")
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    ensure_dir(run_dir)
     return True
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={name} but no CUDA device is visible: use device=auto or device=cpu")
-    return torch.device(name)
 
 
 def _data_source(spec, data_dir) -> dict:
@@ -145,26 +168,35 @@ def execute(cfg: DictConfig, *, log=_log.info, progress: bool = True) -> dict:
     from lora_vs_full.config import validate
 
     validate(cfg)  # before the heavy imports: a bad value fails in a fraction of a second
+    run_dir = run_dir_for(cfg)
+    if is_complete(run_dir) and not _stored_changes(run_dir, cfg):  # skip without taking the lock
+        log(f"skipping: {run_dir} is already complete with the same config")
+        return read_final(run_dir)
+    with locked(run_dir, "run directory"):
+        return _execute_locked(cfg, run_dir, log=log, progress=progress)
+
+
+def _execute_locked(cfg: DictConfig, run_dir: Path, *, log, progress: bool) -> dict:
     import torch
 
-    from lora_vs_full.data import get_task, load_task
+    from lora_vs_full.data import get_task, load_run_data
     from lora_vs_full.models import build, methods, targets
     from lora_vs_full.training.loop import make_tracker, train
+    from lora_vs_full.training.resume import state_dir
 
-    run_dir = run_dir_for(cfg)
     if not prepare_run_dir(run_dir, cfg, overwrite=bool(cfg.overwrite), log=log):
         return read_final(run_dir)
     t_start = time.time()
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     spec = get_task(cfg.task.name)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     src, revision = build.resolve_model_source(cfg.model)
     data = _data_source(spec, cfg.task.data_dir)
     atomic_write_json(run_dir / "provenance.json", provenance.collect(run_id=run_id(cfg), data=data))
 
-    t = cfg.task
-    train_ds = load_task(t.name, "train", data_dir=t.data_dir, max_samples=t.max_train_samples, seed=cfg.seed)
-    eval_ds = load_task(t.name, "eval", data_dir=t.data_dir, max_samples=t.max_eval_samples, seed=cfg.seed)
+    # the training code path for data: every file read (sha256), resolved Hub commits, substitutions
+    train_ds, eval_ds, data = load_run_data(cfg.task, seed=int(cfg.seed))
+    base = provenance.model_record(src, revision)  # resolved commit of the base; a pinned sha must match
     torch.manual_seed(int(cfg.seed))  # classifier-head and LoRA initialisation
     tokenizer = build.load_tokenizer(cfg.model)
     model = build.build_classifier(cfg.model, spec.num_labels)
@@ -192,6 +224,7 @@ def execute(cfg: DictConfig, *, log=_log.info, progress: bool = True) -> dict:
             model, tokenizer, train_ds, eval_ds, cfg.optim, lr=lr, seed=int(cfg.seed), device=device,
             run_dir=run_dir, log=log, tracker=tracker, progress=progress,
             save_fn=lambda dest: build.save_checkpoint(model, tokenizer, dest),
+            state_every=cfg.get("save_state_every"), keep_states=int(cfg.get("keep_states") or 2),
         )  # fmt: skip
     finally:
         if tracker is not None:
@@ -202,14 +235,19 @@ def execute(cfg: DictConfig, *, log=_log.info, progress: bool = True) -> dict:
     atomic_write_json(
         run_dir / "provenance.json",
         provenance.collect(
-            run_id=run_id(cfg), data=data, timings=timings, trainable=summary["trainable_params"]
-        ),
+            run_id=run_id(cfg), data=data, base_model=base, timings=timings,
+            trainable=summary["trainable_params"],
+        ),  # fmt: skip
     )
     final = {
         "run_id": run_id(cfg),
         "model": cfg.model.name,
         "base_model": src,
-        "base_revision": revision,
+        # the commit the base resolved to (analysis, pseudo-loss, intervention load the base at it)
+        "base_revision": base["commit"] or revision,
+        "base_revision_requested": revision,
+        "data_revisions": data["revisions"],  # Hub dataset id -> {requested, commit}
+        "substitutions": data["substitutions"],  # substitute files used (tables/headlines carry them)
         "task": spec.name,
         "method": cfg.method.name,
         "method_tag": method_tag(cfg.method),
@@ -231,6 +269,7 @@ def execute(cfg: DictConfig, *, log=_log.info, progress: bool = True) -> dict:
         "train_seconds": result["train_seconds"],
     }
     atomic_write_json(run_dir / "final.json", final)  # LAST: marks the run complete
+    shutil.rmtree(state_dir(run_dir), ignore_errors=True)  # resumable states are for incomplete runs only
     log(f"done: {run_dir} (eval accuracy {final['eval_accuracy']:.4f}, {result['steps']} steps)")
     return final
 

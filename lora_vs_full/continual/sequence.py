@@ -38,6 +38,7 @@ from lora_vs_full import provenance
 from lora_vs_full.continual import config as ccfg
 from lora_vs_full.continual.probe import probe_accuracy
 from lora_vs_full.continual.tables import DONE_FILE, collect_tables, write_run_tables
+from lora_vs_full.device import resolve_device
 from lora_vs_full.errors import UserError
 from lora_vs_full.storage import (
     atomic_write_json,
@@ -48,12 +49,6 @@ from lora_vs_full.storage import (
 
 STATE_FILE = "state.safetensors"
 HEAD_PREFIX = "head."  # keys of the stage's head inside state.safetensors
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def task_seed(seed: int, task: str) -> int:
@@ -152,7 +147,7 @@ def train_stage(model, cfg: DictConfig, task: str, tokenizer, data, *, stage: in
     model = apply_method(model, cfg.method, family=family)
     stage_dir.mkdir(parents=True, exist_ok=True)
     result = train(model, tokenizer, data.train(task), data.eval(task), cfg.optim, seed=cfg.seed + stage,
-                   lr=method_lr(cfg.method, cfg.optim), device=device, max_length=cfg.optim.max_length,
+                   lr=method_lr(cfg.method, cfg.optim), device=device, max_length=data.max_length(task),
                    run_dir=stage_dir, log=log)  # fmt: skip
     if cfg.method.name == "lora":
         model = model.merge_and_unload()  # W <- W + s B A; the head leaves modules_to_save
@@ -162,18 +157,21 @@ def train_stage(model, cfg: DictConfig, task: str, tokenizer, data, *, stage: in
 
 
 class TaskData:
-    """Loads each task's train / probe / eval rows once per process (capped, seeded subsets)."""
+    """Loads each task's train / probe / eval rows once per process (capped, seeded subsets), keeps each
+    load's data record (files, substitutions) and the per-task max length (:mod:`.lengths`)."""
 
     def __init__(self, cfg: DictConfig):
-        self.cfg, self._cache = cfg, {}
+        self.cfg, self._cache, self.records, self.lengths = cfg, {}, {}, {}
 
     def _get(self, task: str, split: str, cap):
-        from lora_vs_full.data import load_task
+        from lora_vs_full.data import load_task_with_record
 
         key = (task, split, cap)
         if key not in self._cache:
-            self._cache[key] = load_task(task, split, data_dir=self.cfg.sequence.data_dir, max_samples=cap,
-                                         seed=self.cfg.seed)  # fmt: skip
+            s = self.cfg.sequence
+            ds, rec = load_task_with_record(task, split, data_dir=s.data_dir, max_samples=cap, seed=self.cfg.seed,
+                                            allow_substitutes=bool(s.get("allow_substitutes", False)))  # fmt: skip
+            self._cache[key], self.records[f"{task}/{split}/{cap}"] = ds, rec
         return self._cache[key]
 
     def train(self, task):
@@ -185,6 +183,20 @@ class TaskData:
     def eval(self, task):
         return self._get(task, "eval", self.cfg.sequence.max_eval_samples)
 
+    def measure_lengths(self, tokenizer, tasks) -> dict[str, dict]:
+        """Per task: the max length (measured over every row the run uses, or optim.max_length) and the
+        truncation it leaves (:func:`.lengths.measure`)."""
+        from lora_vs_full.continual.lengths import measure
+
+        auto = bool(self.cfg.sequence.get("auto_max_length", False))
+        for task in tasks:
+            rows = [self.train(task), self.probe_train(task), self.eval(task)]
+            self.lengths[task] = measure(tokenizer, task, rows, ceiling=int(self.cfg.optim.max_length), auto=auto)
+        return self.lengths
+
+    def max_length(self, task) -> int:
+        return int(self.lengths[task]["max_length"]) if task in self.lengths else int(self.cfg.optim.max_length)
+
 
 # ---------------------------------------------------------------- measurements
 def probe_all(model, tasks, heads, tokenizer, data, cfg, *, device) -> dict[str, float]:
@@ -194,7 +206,7 @@ def probe_all(model, tasks, heads, tokenizer, data, cfg, *, device) -> dict[str,
     for task in tasks:
         template, init = heads[task]
         out[task] = probe_accuracy(model, template, init, tokenizer, data.probe_train(task), data.eval(task),
-                                   pcfg, max_length=cfg.optim.max_length, seed=task_seed(cfg.seed, task),
+                                   pcfg, max_length=data.max_length(task), seed=task_seed(cfg.seed, task),
                                    device=device)  # fmt: skip
     return out
 
@@ -266,6 +278,13 @@ def run_continual(cfg: DictConfig, *, log=print) -> Path:
         state = load_file(run_dir / f"stage{start - 1}" / STATE_FILE)
         changed = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
     data, cache = TaskData(cfg), SVDCache(None)
+    from lora_vs_full.continual.lengths import describe
+
+    for rec in data.measure_lengths(tokenizer, tasks).values():
+        log("max length " + describe(rec))
+    atomic_write_json(run_dir / "data.json", {"lengths": data.lengths, "records": data.records})
+    gate = ccfg.gate(cfg)
+    n_eval = {t: len(data.eval(t)) for t in tasks}
     lr = method_lr(cfg.method, cfg.optim)  # recorded per stage (train_stage derives the same value)
 
     for stage in range(start, n_stages):
@@ -288,12 +307,18 @@ def run_continual(cfg: DictConfig, *, log=print) -> Path:
         atomic_write_with(stage_dir / STATE_FILE, lambda p, t=tensors: save_file(t, str(p)))
         atomic_write_json(stage_dir / DONE_FILE, {
             "stage": stage, "trained_task": trained, "train_result": _jsonable(result), "lr": lr if trained else None,
-            "probe_accuracy": acc, "intruders": grid.to_dict("records"),
+            "probe_accuracy": acc, "n_eval": n_eval, "max_length": {t: data.max_length(t) for t in tasks},
+            "intruders": grid.to_dict("records"),
             "seconds": round(time.time() - t0, 1), "provenance": provenance.collect(stage=stage),
         })  # fmt: skip
         head = grid[(grid.k == 10) & (grid.epsilon == 0.5)].n_intruders
         log(f"stage {stage}: probe " + ", ".join(f"{t}={a:.3f}" for t, a in acc.items())
             + (f"; intruders(k=10, eps=0.5)={int(head.iloc[0])}" if len(head) else ""))  # fmt: skip
+        if trained is not None:  # the learned-stage gate, as the summary will judge it (continual.summary)
+            pre = read_json(run_dir / f"stage{stage - 1}" / DONE_FILE)["probe_accuracy"][trained]
+            gain, margin = acc[trained] - pre, gate.margin(pre, n_eval[trained])
+            log(f"stage {stage}: {trained} probe {pre:.3f} -> {acc[trained]:.3f} (gain {gain:+.3f}, margin "
+                f"{margin:.3f}): {'learned' if gain >= margin - 1e-12 else 'NOT LEARNED'}")  # fmt: skip
         write_run_tables(run_dir, cfg)
         collect_tables(Path(cfg.out))
         del model

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lora_vs_full.device import resolve_device  # noqa: F401  (re-exported for scorer, mlm_head)
 from lora_vs_full.errors import UserError
 
 
@@ -37,13 +38,6 @@ def encoder_of(model: nn.Module) -> nn.Module:
     prefix = getattr(model, "base_model_prefix", None)
     body = getattr(model, prefix, None) if prefix else None
     return body if isinstance(body, nn.Module) else model
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> cuda when available, else cpu."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @contextmanager

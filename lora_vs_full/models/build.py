@@ -9,8 +9,6 @@ network when ``source`` is a local directory.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -87,17 +85,11 @@ def save_checkpoint(model, tokenizer, dest: str | os.PathLike) -> Path:
 
     Written to a temporary sibling and renamed, so ``dest`` is either absent or complete.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    from lora_vs_full.storage import atomic_dir
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)  # transformers >= 5 and PEFT always write safetensors
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+
+    return atomic_dir(dest, write)  # umask permissions; a full disk is a one-line UserError
