@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lora_vs_full import records
+from lora_vs_full.data.registry import PAPER_TASK_ORDER
 from lora_vs_full.errors import UserError
 
 ANALYZE_HINT = "produce it with: lvf-analyze runs='results/runs/...' out=<dir>"
@@ -194,8 +195,7 @@ def add_curve_labels(curves: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="_n")
 
 
-# The paper's task order (v1 Table/Fig. 5); other tasks follow alphabetically.
-PAPER_TASK_ORDER = ("mnli", "qqp", "sst2", "siqa", "winogrande", "fever")
+# The paper's task order (v1 Table/Fig. 5; its home is the data registry); other tasks follow alphabetically.
 
 
 def sort_panels(df: pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,18 @@ def _config_dir() -> str:
 CONFIG_DIR = _config_dir()
 
 
+def _register_resolvers() -> None:
+    """``${lvf.paper_tasks:}`` in any yaml: the paper's task order, whose one home is the data registry."""
+    from omegaconf import OmegaConf
+
+    from lora_vs_full.data.registry import PAPER_TASK_ORDER
+
+    OmegaConf.register_new_resolver("lvf.paper_tasks", lambda: list(PAPER_TASK_ORDER), replace=True)
+
+
+_register_resolvers()  # every entry point and compose helper imports CONFIG_DIR from here
+
+
 def user_errors_exit(fn):
     """Turn a :class:`UserError` into ``error: <message>`` on stderr and exit status 2 (no traceback)."""
 
