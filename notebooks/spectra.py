@@ -21,13 +21,15 @@
 #
 # This notebook only reads an analysis directory and draws with the functions in `experiments/`; it never
 # writes the official figures (use `experiments/fig*.py` or `make figures` for those).
-# Open it with `jupytext --to notebook notebooks/spectra.py` or directly in Jupyter with jupytext installed.
+# `make notebook` executes it into notebooks/spectra.ipynb; or open it in Jupyter with jupytext installed.
 
 # %% tags=["parameters"]
 import os
 
 # The env var wins, so `LVF_ANALYSIS_DIR=<dir> jupyter ...` needs no edit; paths are relative to the repo.
-ANALYSIS_DIR = os.environ.get("LVF_ANALYSIS_DIR", "results/analysis/fig5-offline")
+# Default: the committed extract of the offline Fig. 5 reproduction (MiniLM, real weights), so a fresh clone
+# shows real spectra without training; point it at results/work/fig5-<preset>/analysis for the full tables.
+ANALYSIS_DIR = os.environ.get("LVF_ANALYSIS_DIR", "results/tables/fig5-offline/analysis")
 RUN = None  # run id as in intruders.parquet; None = the run with the most intruders at (K, EPS)
 MATRIX = None  # canonical matrix id, e.g. "layer3.v"; None = the matrix of RUN with the most intruders
 K = 10  # top-k fine-tuned vectors examined (paper: 10)

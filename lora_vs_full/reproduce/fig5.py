@@ -3,6 +3,7 @@
     preset (conf/reproduce/fig5_<preset>.yaml) -> results/runs/fig5-<preset>/ (lvf-train, in-process)
       -> results/work/fig5-<preset>/analysis/ (lvf-analyze, in-process: parquet + spectra)
       -> results/tables/fig5-<preset>/runs.csv (one row per run: accuracy, lr, steps)
+      -> results/tables/fig5-<preset>/analysis/ (a small extract the notebook reads on a fresh clone)
     experiments/fig5.py then draws from those tables.
 
 The llama preset trains nothing: it analyses public fine-tunes of one base (PAPER.md §7, §11).
@@ -75,6 +76,34 @@ def runs_table(run_dirs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols).sort_values(["task", "method", "rank", "seed"], na_position="last")
 
 
+def write_extract(analysis: Path, dest: Path, *, k: int = 10, sim_n: int = 20, top: int = 64) -> list[Path]:
+    """A small copy of an analysis directory that the notebook reads on a fresh clone (committed).
+
+    ``intruders`` at one k (every epsilon), ``matrices`` whole, and per run the spectra cut to the top
+    ``sim_n`` x ``sim_n`` similarity block and the top ``top`` singular values, in float32 (~80 KB per run of 36
+    matrices). Layout and columns are an analysis directory's, so every figure function reads it unchanged.
+    """
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from lora_vs_full.records import SPECTRA_DIR
+    from lora_vs_full.storage import atomic_write_with
+
+    intruders = pd.read_parquet(analysis / "intruders.parquet")
+    paths = list(write_table(intruders[intruders["k"] == k].reset_index(drop=True), dest / "intruders"))
+    paths += list(write_table(pd.read_parquet(analysis / "matrices.parquet"), dest / "matrices"))
+    for src in sorted((analysis / SPECTRA_DIR).glob("*.safetensors")):
+        cut = {}
+        for key, arr in load_file(str(src)).items():
+            arr = arr[:sim_n, :sim_n] if arr.ndim == 2 else arr[:top]
+            cut[key] = np.ascontiguousarray(arr.astype(np.float32) if arr.dtype.kind == "f" else arr)
+        out = dest / SPECTRA_DIR / src.name
+        paths.append(atomic_write_with(out, lambda p, cut=cut: save_file(cut, str(p))))
+    for csv in dest.glob("*.csv"):  # the parquet copies are what readers use; CSVs of 10k rows are noise in git
+        csv.unlink()
+    return [p for p in paths if p.suffix != ".csv"]
+
+
 def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     """Train + analyse the preset; returns the written tables. Every step is idempotent."""
     from lora_vs_full.cli.analyze import run as analyze
@@ -96,6 +125,7 @@ def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     run_dirs = common.train_runs(sweep(cfg, data_dir), log=log)
     analyze(common.compose_command("analyze", [f"runs={common.runs_dir(name(cfg))}/*/*/*/seed*", *ov]))
     paths = list(write_table(runs_table(run_dirs), tables / "runs"))
+    paths += write_extract(analysis, tables / "analysis")
     paths.append(common.write_provenance(tables, preset=f"fig5_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs)))
     log(f"tables: {analysis}/intruders.parquet, {tables}/runs.csv")
     return paths
