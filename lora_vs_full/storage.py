@@ -77,12 +77,9 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
-        if tmp_path.is_dir():  # a writer that produced a directory (save_pretrained)
-            os.chmod(tmp_path, dir_mode())
-        else:
-            with open(tmp_path, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.chmod(tmp_path, file_mode())  # mkstemp creates 0600; give the umask's mode
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp_path, file_mode())  # mkstemp creates 0600; give the umask's mode
         os.replace(tmp_path, path)
     except OSError as exc:
         _discard(tmp_path)
@@ -138,7 +135,7 @@ def atomic_dir(dest: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
         raise fs_error(exc, dest) from None
     try:
         writer(tmp)
-        os.chmod(tmp, dir_mode())
+        _umask_tree(tmp)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -154,6 +151,17 @@ def atomic_dir(dest: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def _umask_tree(root: Path) -> None:
+    """Give a freshly written tree the umask's modes (some writers, e.g. safetensors, create 0600 files)."""
+    fmode, dmode = file_mode(), dir_mode()
+    os.chmod(root, dmode)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), dmode)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), fmode)
 
 
 def write_table(df, stem: str | os.PathLike) -> tuple[Path, Path]:
