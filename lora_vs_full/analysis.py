@@ -41,7 +41,15 @@ from lora_vs_full.records import (
     SPECTRA_DIR,
     file_safe,
 )
-from lora_vs_full.spectral import DEFAULT_EPSILONS, DEFAULT_KS, SVD, SVDCache, analyze_matrix, thin_svd, validate_grid
+from lora_vs_full.spectral import (
+    DEFAULT_EPSILONS,
+    DEFAULT_KS,
+    SVD,
+    SVDCache,
+    analyze_matrix,
+    thin_svd,
+    validate_grid,
+)
 from lora_vs_full.storage import atomic_write_json, atomic_write_with, write_table
 from lora_vs_full.weights.source import WeightSource
 
@@ -82,7 +90,7 @@ def parse_device(device: str | torch.device | None) -> torch.device:
     return resolve_device(device)
 
 
-def _pair_matrices(base_src: WeightSource, tuned_src: WeightSource, preset: str) -> list[tuple]:
+def pair_matrices(base_src: WeightSource, tuned_src: WeightSource, preset: str) -> list[tuple]:
     """``[(MatrixId, base key, tuned key, (d_out, d_in))]``; refuses mismatches before any heavy work."""
     if base_src.model_type != tuned_src.model_type:
         raise UserError(
@@ -178,7 +186,7 @@ def analyze_many(
     if dup:
         raise UserError(f"two fine-tunes share the name {dup[0]!r}; give each a distinct label")
     # Validate every pair before any decomposition.
-    pairs = [_pair_matrices(base_src, t, preset) for t in tuned_srcs]
+    pairs = [pair_matrices(base_src, t, preset) for t in tuned_srcs]
     base_rows = [(mid, bkey, shp) for mid, bkey, _t, shp in pairs[0]]
 
     k_grid, e_grid = np.meshgrid(np.asarray(ks), np.asarray(epsilons), indexing="ij")  # (len(ks), len(eps))
@@ -222,7 +230,9 @@ def analyze_many(
     total = round(time.perf_counter() - t0, 3)
     results = []
     for j, src in enumerate(tuned_srcs):
-        intruders = pd.concat(intruder_parts[j], ignore_index=True)[list(INTRUDER_COLUMNS + INTRUDER_SCALE_COLUMNS)]
+        intruders = pd.concat(intruder_parts[j], ignore_index=True)[
+            list(INTRUDER_COLUMNS + INTRUDER_SCALE_COLUMNS)
+        ]
         matrices = pd.DataFrame(matrix_rows[j], columns=list(MATRIX_COLUMNS + MATRIX_SCALE_COLUMNS))
         stats = {
             "seconds": total if n == 1 else round(seconds[j], 3),
@@ -232,7 +242,9 @@ def analyze_many(
             "cache_hits": (cache.hits - hits0) if cache else 0,
         }
         inputs = {"base": base_src.describe(), "tuned": src.describe()}
-        results.append(AnalysisResult(labels[j], intruders, matrices, spectra[j], dict(config), inputs, stats))
+        results.append(
+            AnalysisResult(labels[j], intruders, matrices, spectra[j], dict(config), inputs, stats)
+        )
     return results
 
 

@@ -16,7 +16,7 @@ import pytest
 from test_analysis import _one_thread, _spiked_copy  # noqa: F401 (autouse fixture)
 from test_weights import make_lora, save_adapter
 
-from lora_vs_full.cli._common import CONFIG_DIR, user_errors_exit
+from lora_vs_full.cli._common import user_errors_exit
 
 LVF_ANALYZE = str(Path(sys.executable).parent / "lvf-analyze")
 FAST = ["ks=[1,10]", "epsilons=[0.3,0.5]", "sim_n=8", "progress=false"]
@@ -67,10 +67,9 @@ def test_corrupted_safetensors_is_error_exit_2(tiny_model_dir, tmp_path):
 
 
 def _compose(overrides):
-    from hydra import compose, initialize_config_dir
+    from lora_vs_full.cli.analyze import compose_analyze
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("analyze", overrides=overrides)
+    return compose_analyze(overrides)
 
 
 def _run_inprocess(overrides, capsys):
