@@ -187,6 +187,9 @@ def draw_all(analysis: Path, out: Path, runs_csv: Path | None = None, log=print)
     log("")
     log("Headline: dev accuracy and intruder dimensions (k = 10, summed over matrices)")
     log(head.drop(columns=["run"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if runs is not None and "substitutions" in runs:  # substitute data files (final.json), named visibly
+        for note in sorted({n for v in runs["substitutions"].dropna() for n in str(v).split("; ") if n}):
+            log(f"NOTE: substitute data: {note}")
     log("")
     log(f"figure: {out / 'fig5.png'} (exact numbers in fig5.csv); headline: {out / 'headline.csv'}")
     log(f"analysis tables: {analysis / 'intruders.parquet'}, {analysis / 'matrices.parquet'}")

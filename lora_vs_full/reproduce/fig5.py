@@ -71,8 +71,11 @@ def sweep(cfg, data_dir: str | None) -> list[list[str]]:
 
 def runs_table(run_dirs: list[Path]) -> pd.DataFrame:
     """One row per run from its final.json: what the headline prints beside the intruder counts."""
-    cols = ["run", "task", "method", "rank", "alpha", "lr", "seed", "steps", "eval_accuracy", "diverged"]
+    cols = ["run", "task", "method", "rank", "alpha", "lr", "seed", "steps", "eval_accuracy", "diverged",
+            "substitutions"]  # fmt: skip
     rows = [{c: read_json(Path(d) / "final.json").get(c if c != "run" else "run_id") for c in cols} for d in run_dirs]
+    for r in rows:  # substitute data files a run used (final.json), "" when none: figures/headlines carry them
+        r["substitutions"] = "; ".join(r["substitutions"] or [])
     return pd.DataFrame(rows, columns=cols).sort_values(["task", "method", "rank", "seed"], na_position="last")
 
 
