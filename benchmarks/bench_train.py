@@ -1,15 +1,26 @@
-"""Training throughput: our loop (lora_vs_full.training) vs a plain PEFT + HF Trainer script, side by side.
+"""Training throughput on real length distributions: our loop vs PEFT + HF Trainer, random vs length-grouped.
 
-    .venv/bin/python benchmarks/bench_train.py                 # MiniLM, bs 16, seq 128, fp32 + bf16
-    .venv/bin/python benchmarks/bench_train.py --steps 30 --methods lora --dtypes bf16
+    DATA_DIR=/work/shared/data/raw .venv/bin/python benchmarks/bench_train.py --data mnli
+    .venv/bin/python benchmarks/bench_train.py --data sst2 --steps 80          # DATA_DIR unset: the Hub
+    .venv/bin/python benchmarks/bench_train.py --data random --seq 128 --method full   # fixed length, no padding
 
-Both sides get the same model (all-MiniLM-L6-v2 + a fresh 2-way head), the same trainable set
-(``models.methods.apply_method``: PEFT ``get_peft_model`` for LoRA r=8 all_linear, the authors' set for
-full FT), the same pre-tokenized data (random token ids, every sequence exactly ``--seq`` long, so no
-padding differences), AdamW + linear warm-up, batch 16, ``--steps`` optimiser steps. Each measurement
-runs in a fresh subprocess so peak memory is its own (CPU: peak RSS; GPU: torch.cuda.max_memory_allocated).
-Samples/s = steps * batch / time of the whole train call (set-up included for both sides): wall time, or
-with ``--cpu-time`` this process's CPU seconds (on a shared CPU box wall time measures other users' jobs).
+Four configurations side by side, each in a fresh subprocess (its own peak memory, no warm caches):
+our loop (``lora_vs_full.training.train``) with random batches and with ``optim.group_by_length=true``,
+and a plain PEFT + HF ``Trainer`` script with its default sampler and with
+``train_sampling_strategy="group_by_length"``. All four get the same model (all-MiniLM-L6-v2 + a fresh
+head, LoRA r = 8 on all linear layers via ``models.methods.apply_method``), the same real training rows
+(a seeded subset of 200 x ``--batch`` rows of the task's train split, read through
+``lora_vs_full.data.load_task``, tokenized to ``--max-length``: large enough that Trainer's mega-batches
+are 50 batches, as in a full run), batch 16, AdamW + linear 6 % warm-up, grad clip 1.0, ``--steps``
+optimiser steps (the default 50 = one mega-batch: a random sample of the split's lengths, longest first). Both sides pad each batch to its longest
+member (``DataCollatorWithPadding``); the padded-token fraction is counted on the batches actually fed.
+
+Examples/s = steps x batch / time of the whole train call (set-up included on both sides). Clock: on a
+CPU this process's CPU seconds (``time.process_time``; the 2-core box is shared, and wall time there
+measures other people's jobs), on CUDA wall time after a synchronise. On CUDA both sides use the fast
+paths ``resolve_fast_paths`` picks (bf16 autocast, TF32, fused AdamW), so the comparison stays like for like.
+Writes ``results/benchmarks/train-<data>.json`` (every row, the config, the data record, provenance) and
+``train-<data>.csv`` (the table BENCHMARKS.md shows).
 """
 
 from __future__ import annotations
@@ -22,146 +33,292 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+CONFIGS = (("ours", "random"), ("ours", "grouped"), ("trainer", "random"), ("trainer", "grouped"))
+TASKS = ("mnli", "qqp", "sst2", "siqa", "random")
 
 
-def _data(n: int, seq: int, vocab: int, seed: int = 0):
+def _n_rows(a) -> int:
+    """Rows drawn: at least 4 x 50 batches, so Trainer's mega-batch multiplier (min(n // (4 * batch), 50))
+    is the 50 of a full-size run, and ``--steps`` batches cover at most one mega-batch of each order."""
+    return max(a.steps, 200) * a.batch
+
+
+def _rows(a, tok):
+    """Encoded training rows (``input_ids``, ``attention_mask``[, ``token_type_ids``], ``labels``) + record."""
     import datasets
     import torch
 
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, vocab, (n, seq), generator=g)
-    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
-    return datasets.Dataset.from_dict(
-        {"input_ids": ids.tolist(), "attention_mask": [[1] * seq] * n, "labels": (ids[:, 1] % 2).tolist()}
+    n = _n_rows(a)
+    if a.data == "random":  # every sequence exactly --seq tokens: no padding on either side
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(1000, tok.vocab_size, (n, a.seq), generator=g)
+        ids[:, 0], ids[:, -1] = tok.cls_token_id, tok.sep_token_id
+        rows = {
+            "input_ids": ids.tolist(),
+            "attention_mask": [[1] * a.seq] * n,
+            "labels": (ids[:, 1] % 2).tolist(),
+        }
+        return datasets.Dataset.from_dict(rows), 2, {"source": "random", "seq": a.seq}
+    from lora_vs_full.data import get_task, load_task_with_record
+    from lora_vs_full.training.loop import encode
+
+    raw, record = load_task_with_record(
+        a.data, "train", data_dir=a.data_dir, max_samples=n, seed=0, allow_substitutes=True
     )
+    return encode(raw, tok, a.max_length), get_task(a.data).num_labels, record
 
 
-def one(
-    impl: str, method: str, dtype: str, steps: int, seq: int, batch: int, threads: int, cpu_time: bool
-) -> dict:
+def _model(method: str, rank: int, num_labels: int):
     import torch
-
-    if threads:
-        torch.set_num_threads(threads)
     from omegaconf import OmegaConf
 
     from lora_vs_full.models.build import load_classifier
     from lora_vs_full.models.methods import apply_method
     from lora_vs_full.models.tiny import minilm_path
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    src = str(minilm_path())
     torch.manual_seed(0)
-    model = load_classifier(src, 2)
+    model = load_classifier(str(minilm_path()), num_labels)
     mcfg = OmegaConf.create(
-        {"name": "full", "trainable": "encoder_weights"}
-        if method == "full"
-        else {
-            "name": "lora",
-            "rank": 8,
-            "alpha_policy": "2r",
-            "targets": "all_linear",
-            "init": "gaussian",
-            "lr": None,
-            "lr_rule": "alpha_product",
-            "lr_alpha_product": 2.4e-3,
-            "fixed_alpha": 8.0,
-        }  # fmt: skip
-    )
-    model = apply_method(model, mcfg, family="bert")
-    lr = 1e-5 if method == "full" else 1.5e-4
+        {"name": "full", "trainable": "encoder_weights"} if method == "full" else
+        {"name": "lora", "rank": rank, "alpha_policy": "2r", "targets": "all_linear", "init": "gaussian",
+         "lr": None, "lr_rule": "alpha_product", "lr_alpha_product": 2.4e-3, "fixed_alpha": 8.0}
+    )  # fmt: skip
+    lr = 1e-5 if method == "full" else 2.4e-3 / (2 * rank)  # the paper's rates
+    return apply_method(model, mcfg, family="bert"), lr
+
+
+class _CountingCollator:
+    """``DataCollatorWithPadding`` that also counts real and padded tokens of every batch it builds."""
+
+    def __init__(self, tok):
+        from transformers import DataCollatorWithPadding
+
+        self.inner, self.real, self.padded = DataCollatorWithPadding(tok, return_tensors="pt"), 0, 0
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        self.real += int(batch["attention_mask"].sum())
+        self.padded += batch["attention_mask"].numel()
+        return batch
+
+
+def one(a, impl: str, order: str) -> dict:
+    import torch
+    from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(src)
-    ds = _data(steps * batch, seq, tok.vocab_size)
-    bf16 = dtype == "bf16"
+    from lora_vs_full.models.tiny import minilm_path
+    from lora_vs_full.training import loop
+    from lora_vs_full.training.optim import resolve_fast_paths
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    ds, num_labels, _ = _rows(a, tok)
+    model, lr = _model(a.method, a.rank, num_labels)
+    optim = OmegaConf.create({
+        "lr": lr, "batch_size": a.batch, "eval_batch_size": 64, "epochs": 1, "max_steps": a.steps,
+        "weight_decay": 0.0, "warmup_ratio": 0.06, "max_length": a.max_length, "grad_clip": 1.0,
+        "group_by_length": order == "grouped", "precision": "auto", "tf32": "auto", "fused_adamw": "auto",
+        "attn_implementation": "auto", "compile": False, "log_every_steps": 10, "eval_every_steps": None,
+        "checkpoint_every_steps": None,
+    })  # fmt: skip
+    fast = resolve_fast_paths(optim, device)
+    collator = _CountingCollator(tok)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    clock = time.process_time if cpu_time else time.perf_counter  # CPU seconds ignore other users' load
+    cpu_clock = a.clock == "cpu" or (a.clock == "auto" and device.type == "cpu")
+    clock = time.process_time if cpu_clock else time.perf_counter
     t0 = clock()
     if impl == "ours":
-        from lora_vs_full.training.loop import train
-
-        optim = OmegaConf.create(
-            {
-                "batch_size": batch,
-                "eval_batch_size": 64,
-                "epochs": 1,
-                "max_steps": steps,
-                "weight_decay": 0.0,
-                "warmup_ratio": 0.06,
-                "max_length": seq,
-                "grad_clip": 1.0,
-                "bf16": bf16,
-                "log_every_steps": 10,
-                "eval_every_steps": None,
-                "checkpoint_every_steps": None,
-                "lr": lr,
-            }  # fmt: skip
+        loop.make_collator = lambda _tok: collator  # count the loop's own padding (benchmark-only patch)
+        loop.train(
+            model, tok, ds, None, optim, lr=lr, seed=0, device=device, progress=False, log=lambda s: None
         )
-        train(model, tok, ds, None, optim, lr=lr, seed=0, device=device, progress=False, log=lambda s: None)
     else:
-        from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+        from transformers import Trainer, TrainingArguments
 
         with tempfile.TemporaryDirectory() as out:
             args = TrainingArguments(
-                output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=lr,
+                output_dir=out, per_device_train_batch_size=a.batch, max_steps=a.steps, learning_rate=lr,
                 # transformers 5: a float warmup_steps in [0, 1) is the warm-up ratio
-                weight_decay=0.0, warmup_steps=0.06, lr_scheduler_type="linear", max_grad_norm=1.0, bf16=bf16,
+                weight_decay=0.0, warmup_steps=0.06, lr_scheduler_type="linear", max_grad_norm=1.0,
+                train_sampling_strategy="group_by_length" if order == "grouped" else "random",
+                bf16=fast["precision"] == "bf16", fp16=fast["precision"] == "fp16", tf32=fast["tf32"] or None,
+                optim="adamw_torch_fused" if fast["fused_adamw"] else "adamw_torch",
                 logging_steps=10, save_strategy="no", report_to=[], dataloader_num_workers=0, seed=0,
                 use_cpu=device.type == "cpu", disable_tqdm=True,
             )  # fmt: skip
-            Trainer(
-                model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok)
-            ).train()
+            Trainer(model=model, args=args, train_dataset=ds, data_collator=collator).train()
     if device.type == "cuda":
         torch.cuda.synchronize()
+    seconds = clock() - t0
+    if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    seconds = clock() - t0
-    return {"impl": impl, "method": method, "dtype": dtype, "device": device.type, "steps": steps,
-            "samples_per_s": steps * batch / seconds, "peak_mb": peak_mb}  # fmt: skip
+    return {
+        "impl": impl, "order": order, "method": a.method, "device": device.type, "precision": fast["precision"],
+        "steps": a.steps, "seconds": round(seconds, 3), "clock": "cpu" if cpu_clock else "wall",
+        "examples_per_s": round(a.steps * a.batch / seconds, 4),
+        "real_tokens_per_s": round(collator.real / seconds, 1),
+        "pad_fraction": round(1 - collator.real / collator.padded, 4) if collator.padded else None,
+        "peak_mb": round(peak_mb, 1),
+    }  # fmt: skip
+
+
+def full_set_padding(a) -> dict:
+    """Padding share of one epoch over (up to 20,000 rows of) the whole train split, random vs grouped:
+    the bench's subset is small, so its mega-batches are smaller than a real run's."""
+    from transformers import AutoTokenizer
+
+    from lora_vs_full.data import load_task
+    from lora_vs_full.models.tiny import minilm_path
+    from lora_vs_full.training.batching import epoch_pad_fraction, token_lengths
+    from lora_vs_full.training.loop import encode
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    raw = load_task(a.data, "train", data_dir=a.data_dir, max_samples=20000, seed=0, allow_substitutes=True)
+    lengths = token_lengths(encode(raw, tok, a.max_length))
+    out = {
+        "rows": len(lengths),
+        "mean_length": round(sum(lengths) / len(lengths), 2),
+        "max_length": max(lengths),
+    }
+    for grouped in (False, True):
+        key = "grouped" if grouped else "random"
+        out[f"pad_fraction_{key}"] = round(
+            epoch_pad_fraction(lengths, a.batch, seed=0, group_by_length=grouped), 4
+        )
+    return out
+
+
+def _table(rows: list[dict], a) -> list[dict]:
+    by = {(r["impl"], r["order"]): r for r in rows}
+    base = by.get(("trainer", "random"))
+    names = {"ours": "our loop", "trainer": "PEFT + HF Trainer"}
+    out = []
+    for impl, order in CONFIGS:
+        r = by.get((impl, order))
+        if r is None:
+            continue
+        out.append({
+            "data": a.data, "configuration": f"{names[impl]}, {'length-grouped' if order == 'grouped' else 'random'}",
+            "examples/s": r["examples_per_s"], "padded-token fraction": r["pad_fraction"],
+            "x Trainer default": round(r["examples_per_s"] / base["examples_per_s"], 2) if base else None,
+            "peak MiB": r["peak_mb"],
+        })  # fmt: skip
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--methods", nargs="+", default=["full", "lora"])
-    ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument(
-        "--cpu-time", action="store_true", help="time with this process's CPU seconds (shared box)"
+        "--data", choices=TASKS, default="mnli", help="whose train lengths (random = fixed --seq)"
     )
-    ap.add_argument("--one", nargs=3, metavar=("IMPL", "METHOD", "DTYPE"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--data-dir",
+        default=os.environ.get("DATA_DIR"),
+        help="original releases (default $DATA_DIR; unset = Hub)",
+    )
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--method", choices=("lora", "full"), default="lora")
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=512, help="truncation (the paper preset's 512)")
+    ap.add_argument("--seq", type=int, default=128, help="sequence length of --data random")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
+    ap.add_argument(
+        "--clock",
+        choices=("auto", "cpu", "wall"),
+        default="auto",
+        help="auto: CPU seconds on a CPU, wall on CUDA",
+    )
+    ap.add_argument(
+        "--configs", nargs="+", default=[f"{i}:{o}" for i, o in CONFIGS], help="impl:order, e.g. ours:grouped"
+    )
+    ap.add_argument(
+        "--out", default="results/benchmarks", help="directory of train-<data>.json/.csv ('' = none)"
+    )
+    ap.add_argument("--one", nargs=2, metavar=("IMPL", "ORDER"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(*a.one, a.steps, a.seq, a.batch, a.threads, a.cpu_time)))
+        print(json.dumps(one(a, *a.one)))
         return
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    print(f"MiniLM (all-MiniLM-L6-v2), batch {a.batch}, seq {a.seq}, {a.steps} steps; samples/s (peak MiB)")
-    print(f"{'method':6} {'dtype':5} {'ours':>18} {'PEFT+Trainer':>18} {'speed ratio':>12} {'mem ratio':>10}")
-    for method in a.methods:
-        for dtype in a.dtypes:
-            res = {}
-            for impl in ("ours", "trainer"):
-                cmd = [sys.executable, __file__, "--one", impl, method, dtype,
-                       "--steps", str(a.steps), "--seq", str(a.seq), "--batch", str(a.batch),
-                       "--threads", str(a.threads)] + (["--cpu-time"] if a.cpu_time else [])  # fmt: skip
-                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if out.returncode != 0:
-                    sys.exit(f"{impl} {method} {dtype} failed:\n{out.stderr[-3000:]}")
-                res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
-            o, t = res["ours"], res["trainer"]
-            print(
-                f"{method:6} {dtype:5} {o['samples_per_s']:9.2f} ({o['peak_mb']:6.0f}) "
-                f"{t['samples_per_s']:9.2f} ({t['peak_mb']:6.0f}) "
-                f"{o['samples_per_s'] / t['samples_per_s']:11.2f}x {o['peak_mb'] / t['peak_mb']:9.2f}x",
-                flush=True,
-            )
-    print(f"device: {o['device']}; speed ratio > 1 = our loop faster; mem ratio < 1 = our loop leaner")
+    from lora_vs_full.errors import UserError
+
+    configs = [tuple(c.split(":")) for c in a.configs]
+    bad = [":".join(c) for c in configs if c not in CONFIGS]
+    if bad:
+        raise SystemExit(
+            f"error: unknown --configs {bad}: choose from {' '.join(f'{i}:{o}' for i, o in CONFIGS)}"
+        )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    passthrough = ["--data", a.data, "--steps", str(a.steps), "--batch", str(a.batch), "--method", a.method,
+                   "--rank", str(a.rank), "--max-length", str(a.max_length), "--seq", str(a.seq),
+                   "--threads", str(a.threads), "--clock", a.clock] + (["--data-dir", a.data_dir] if a.data_dir else [])  # fmt: skip
+    print(f"MiniLM + {a.method}{f' r={a.rank}' if a.method == 'lora' else ''}, {a.data} train lengths, "
+          f"batch {a.batch}, {a.steps} steps, max length {a.max_length}", flush=True)  # fmt: skip
+    rows = []
+    for impl, order in configs:
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", impl, order, *passthrough],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if out.returncode != 0:
+            sys.exit(f"{impl} {order} failed:\n{out.stderr[-3000:]}")
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"  {impl:7} {order:7} {r['examples_per_s']:8.2f} examples/s  padded {r['pad_fraction']:.3f}  "
+              f"({r['seconds']:.1f} {r['clock']} s, peak {r['peak_mb']:.0f} MiB)", flush=True)  # fmt: skip
+    table = _table(rows, a)
+    by = {(r["impl"], r["order"]): r["examples_per_s"] for r in rows}
+    ratios = {}
+    for name, num, den in (("ours_grouped_vs_trainer_default", ("ours", "grouped"), ("trainer", "random")),
+                           ("ours_grouped_vs_trainer_grouped", ("ours", "grouped"), ("trainer", "grouped")),
+                           ("ours_random_vs_trainer_default", ("ours", "random"), ("trainer", "random"))):  # fmt: skip
+        if num in by and den in by:
+            ratios[name] = round(by[num] / by[den], 3)
+    for k, v in ratios.items():
+        print(f"  {k}: {v:.2f}x")
+    try:
+        padding = full_set_padding(a) if a.data != "random" else None
+    except UserError as exc:
+        padding = {"error": str(exc)}
+    if padding:
+        print(f"  whole train split ({padding.get('rows')} rows): padded fraction random "
+              f"{padding.get('pad_fraction_random')}, grouped {padding.get('pad_fraction_grouped')}")  # fmt: skip
+    if a.out:
+        import pandas as pd
+
+        from lora_vs_full.provenance import collect
+        from lora_vs_full.storage import atomic_write_json, atomic_write_text
+
+        record = None
+        if a.data != "random":
+            from lora_vs_full.data import load_task_with_record
+
+            record = load_task_with_record(a.data, "train", data_dir=a.data_dir, max_samples=_n_rows(a),
+                                           seed=0, allow_substitutes=True)[1]  # fmt: skip
+        stem = Path(a.out) / f"train-{a.data}"
+        result = {
+            "command": "python benchmarks/bench_train.py " + " ".join(sys.argv[1:]),
+            "config": {k: v for k, v in vars(a).items() if k not in ("one", "out")},
+            "rows": rows, "ratios": ratios, "whole_split_padding": padding, "data": record,
+            "provenance": collect(),
+        }  # fmt: skip
+        atomic_write_json(stem.with_suffix(".json"), result)
+        atomic_write_text(stem.with_suffix(".csv"), pd.DataFrame(table).to_csv(index=False))
+        print(f"wrote {stem}.json and .csv")
 
 
 if __name__ == "__main__":
