@@ -90,7 +90,8 @@ notebook: $(STAMP)  ## execute notebooks/spectra.py on the committed results -> 
 
 bench: $(STAMP)  ## benchmarks (print side-by-side ratios, write results/benchmarks/*.json; see BENCHMARKS.md)
 	$(PY) benchmarks/bench_analysis.py --shapes minilm
-	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_train.py --data mnli $(DATA_ARG)
+	$(PY) benchmarks/bench_train.py --data sst2 $(DATA_ARG)
 
 clean-results:  ## delete the git-ignored results (runs, checkpoints, caches, work tables); keeps committed ones
 	rm -rf results/runs results/cache results/work results/hydra
