@@ -111,6 +111,14 @@ def _stored_changes(run_dir: Path, cfg) -> list[str]:
     return config_diff(identity(stored), identity(cfg))
 
 
+def is_current(run_dir, cfg) -> bool:
+    """True when ``run_dir`` is complete and was made with ``cfg``'s identity (a rerun skips it)."""
+    try:
+        return is_complete(run_dir) and not _stored_changes(Path(run_dir), cfg)
+    except UserError:
+        return False
+
+
 def prepare_run_dir(run_dir: Path, cfg, *, overwrite: bool = False, log=_log.info) -> bool:
     """Make ``run_dir`` ready; False when a complete run with the same config already exists (skip).
 
@@ -169,7 +177,7 @@ def execute(cfg: DictConfig, *, log=_log.info, progress: bool = True) -> dict:
 
     validate(cfg)  # before the heavy imports: a bad value fails in a fraction of a second
     run_dir = run_dir_for(cfg)
-    if is_complete(run_dir) and not _stored_changes(run_dir, cfg):  # skip without taking the lock
+    if is_current(run_dir, cfg):  # skip without taking the lock
         log(f"skipping: {run_dir} is already complete with the same config")
         return read_final(run_dir)
     with locked(run_dir, "run directory"):

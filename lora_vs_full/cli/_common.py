@@ -1,14 +1,30 @@
-"""Shared plumbing for the console scripts: config location and the one-line error contract."""
+"""Shared plumbing for the console scripts: config location, the one-line error contract, and sweeps that
+outlive one failing job.
+
+Single run: a :class:`UserError` is printed as ``error: <message>`` on stderr with exit status 2.
+
+Multirun (``-m``): every job runs even when another fails. A job's failure (a user error or a bug) is
+recorded in ``<job dir>/lvf_job.json`` (status, error line, overrides, log path; a bug's traceback goes to
+the job's log), and :class:`SweepSummary` (a Hydra callback listed in the command's yaml) prints at the
+end ``sweep: <n> done, <n> skipped, <n> failed`` with each failing job's overrides, error and log, and
+exits non-zero when any job failed (2 when every failure was a user error, else 1).
+"""
 
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import os
 import sys
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
+
 from lora_vs_full.errors import UserError
 
+JOB_FILE = "lvf_job.json"
+_status: dict = {}
 
 
 def _config_dir() -> str:
@@ -28,27 +44,119 @@ def _config_dir() -> str:
 CONFIG_DIR = _config_dir()
 
 
-def _register_resolvers() -> None:
-    """``${lvf.paper_tasks:}`` in any yaml: the paper's task order, whose one home is the data registry."""
-    from omegaconf import OmegaConf
+def _hydra_job() -> dict | None:
+    """``{"dir", "log", "overrides"}`` of the current Hydra multirun job; None outside a multirun."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
-    from lora_vs_full.data.registry import PAPER_TASK_ORDER
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):  # not under @hydra.main (tests call the bodies directly)
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    out = Path(hc.runtime.output_dir)
+    return {"dir": out, "log": str(out / f"{hc.job.name}.log"), "overrides": list(hc.overrides.task)}
 
-    OmegaConf.register_new_resolver("lvf.paper_tasks", lambda: list(PAPER_TASK_ORDER), replace=True)
+
+def set_job_status(status: str) -> None:
+    """Let a command body say how its job ended when it did not fail: ``done`` (default) or ``skipped``."""
+    _status["status"] = status
 
 
-_register_resolvers()  # every entry point and compose helper imports CONFIG_DIR from here
+def _record(job: dict, status: str, error: str | None = None, user_error: bool = False) -> None:
+    from lora_vs_full.storage import atomic_write_json
+
+    record = {"status": status, "overrides": job["overrides"], "log": job["log"], "error": error,
+              "user_error": user_error}  # fmt: skip
+    try:
+        atomic_write_json(job["dir"] / JOB_FILE, record)
+    except (OSError, UserError):  # the summary then counts the job as unfinished
+        pass
 
 
 def user_errors_exit(fn):
-    """Turn a :class:`UserError` into ``error: <message>`` on stderr and exit status 2 (no traceback)."""
+    """Single run: :class:`UserError` -> ``error: <message>`` on stderr, exit 2 (no traceback).
+
+    Multirun job: any failure is recorded for :class:`SweepSummary` and the sweep goes on."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        job = _hydra_job()
+        _status.clear()
         try:
-            return fn(*args, **kwargs)
+            value = fn(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            if job is None:
+                sys.exit(2)
+            logging.getLogger("lvf").error("error: %s", exc)
+            _record(job, "failed", f"error: {exc}", user_error=True)
+            return None
+        except Exception as exc:
+            if job is None:
+                raise
+            logging.getLogger("lvf").exception("job failed")  # the traceback goes to the job's log
+            line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            print(f"error: {line} (traceback in {job['log']})", file=sys.stderr)
+            _record(job, "failed", line)
+            return None
+        if job is not None:
+            _record(job, _status.get("status", "done"))
+        return value
 
     return wrapper
+
+
+def sweep_records(sweep_dir) -> list[dict]:
+    """One record per job directory of a sweep (``num`` order); a job without a record is ``unfinished``."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        return []
+    records = []
+    for job_dir in sweep_dir.iterdir():
+        if not (job_dir / ".hydra").is_dir() and not (job_dir / JOB_FILE).is_file():
+            continue
+        try:
+            rec = json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            overrides = []
+            ov = job_dir / ".hydra" / "overrides.yaml"
+            if ov.is_file():
+                from omegaconf import OmegaConf
+
+                overrides = list(OmegaConf.load(ov))
+            rec = {"status": "unfinished", "overrides": overrides, "log": None,
+                   "error": "no record: the job was killed or crashed before it ended"}  # fmt: skip
+        rec["job"] = job_dir.name
+        records.append(rec)
+    return sorted(records, key=lambda r: (not r["job"].isdigit(), int(r["job"]) if r["job"].isdigit() else 0, r["job"]))
+
+
+def summarize(records: list[dict]) -> tuple[str, int]:
+    """(summary text, exit status) of a sweep's job records."""
+    counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed", "unfinished")}
+    head = f"sweep: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
+    if counts["unfinished"]:
+        head += f", {counts['unfinished']} unfinished"
+    lines = [head]
+    bad = [r for r in records if r["status"] in ("failed", "unfinished")]
+    for r in bad:
+        where = f" (log: {r['log']})" if r.get("log") else ""
+        lines.append(f"  {r['status']} job {r['job']}: {' '.join(r['overrides'])}: {r['error']}{where}")
+    if not bad:
+        return "\n".join(lines), 0
+    return "\n".join(lines), 2 if all(r.get("user_error") for r in bad) else 1
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a multirun, print the jobs' summary; exit non-zero when any failed."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        records = sweep_records(config.hydra.sweep.dir)
+        if not records:
+            return
+        text, status = summarize(records)
+        print(text, file=sys.stderr if status else sys.stdout, flush=True)
+        if status:
+            sys.exit(status)

@@ -6,7 +6,10 @@
     lvf-train -m launcher=slurm method.rank=1,8,64          # one SLURM job per point (submitit)
     lvf-train debug=smoke                                   # seconds, offline
 
-All the work is in :func:`lora_vs_full.runs.execute`; this module only binds it to Hydra.
+All the work is in :func:`lora_vs_full.runs.execute`; this module only binds it to Hydra. A killed run
+resumes from its last saved state when the same command is rerun (``save_state_every``). In a sweep a
+failing job is recorded and the others go on; the summary at the end names the failures and the exit
+status is non-zero (``lora_vs_full.cli._common``).
 """
 
 from __future__ import annotations
@@ -17,35 +20,36 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from lora_vs_full.cli._common import CONFIG_DIR
+from lora_vs_full.cli._common import CONFIG_DIR, set_job_status, user_errors_exit
 from lora_vs_full.config import register_configs
-from lora_vs_full.errors import UserError
 
 register_configs()
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+@user_errors_exit
 def main(cfg: DictConfig) -> float | None:
     """Returns the eval accuracy (Hydra sweepers can optimise it)."""
     import datasets
 
-    from lora_vs_full.runs import execute, run_dir_for
+    from lora_vs_full.config import validate
+    from lora_vs_full.runs import execute, is_current, run_dir_for
 
+    validate(cfg)  # a bad value is one line before anything else (run_dir_for reads the method)
     datasets.disable_progress_bars()  # per-split map/flatten bars drown the training bar
     log = logging.getLogger("lora_vs_full.train").info
     try:
-        return execute(cfg, log=log)["eval_accuracy"]
-    except UserError as exc:
-        # Hydra would print a traceback for an ordinary exception; a user error is one line, exit 2.
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        skipped = is_current(run_dir_for(cfg), cfg)
+        accuracy = execute(cfg, log=log)["eval_accuracy"]
     except KeyboardInterrupt:
         print(
-            f"error: interrupted; {run_dir_for(cfg)} has no final.json and will be wiped and restarted "
-            "by the next identical lvf-train call",
+            f"error: interrupted; the next identical lvf-train call resumes {run_dir_for(cfg)} from its last "
+            "saved state (save_state_every), or restarts it when none was saved yet",
             file=sys.stderr,
         )
         sys.exit(130)
+    set_job_status("skipped" if skipped else "done")
+    return accuracy
 
 
 if __name__ == "__main__":
