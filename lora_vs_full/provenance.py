@@ -20,7 +20,14 @@ _PACKAGES = (
     "safetensors",
     "numpy",
     "pandas",
+    "scipy",
+    "tokenizers",
+    "omegaconf",
 )
+
+# Environment variables that change thread counts or kernel choices, hence low-order bits of results.
+_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG",
+        "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES")  # fmt: skip
 
 
 def _git(*args: str, cwd: Path) -> str | None:
@@ -57,12 +64,52 @@ def device_info() -> dict:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
+        info["torch_interop_threads"] = torch.get_num_interop_threads()
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["torch_build"] = torch_build()
+        info["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
         if torch.cuda.is_available():
             info["cuda"] = torch.version.cuda
             info["gpu"] = torch.cuda.get_device_name(0)
+            info["cudnn"] = torch.backends.cudnn.version()
+            info["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
+    info["numpy_blas"] = numpy_blas()
+    info["env"] = {k: os.environ.get(k) for k in _ENV}
     return info
+
+
+def torch_build() -> dict:
+    """BLAS / LAPACK / parallel backend torch was built with (``torch.__config__``), e.g. ``{"BLAS_INFO": "mkl"}``."""
+    import re
+
+    import torch
+
+    out = {}
+    try:
+        show = torch.__config__.show()
+        for key in ("BLAS_INFO", "LAPACK_INFO", "TORCH_VERSION", "USE_CUDA", "USE_MKL", "USE_OPENMP"):
+            m = re.search(rf"{key}=([^,\s]+)", show)
+            out[key] = m.group(1) if m else None
+        mkl = re.search(r"Math Kernel Library Version ([^\s]+)", show)
+        out["mkl"] = mkl.group(1) if mkl else None
+        backend = re.search(r"ATen parallel backend: (.+)", torch.__config__.parallel_info())
+        out["parallel_backend"] = backend.group(1).strip() if backend else None
+    except Exception:  # pragma: no cover - a torch build without __config__ details
+        pass
+    return out
+
+
+def numpy_blas() -> str | None:
+    """The BLAS numpy (hence scipy's callers, pandas) links, e.g. ``scipy-openblas 0.3.31``."""
+    try:
+        import numpy as np
+
+        blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # pragma: no cover - older numpy
+        return None
 
 
 def collect(**extra) -> dict:
