@@ -1,7 +1,10 @@
 """Shared plumbing for the console scripts: config location, the one-line error contract, and sweeps that
 outlive one failing job.
 
-Single run: a :class:`UserError` is printed as ``error: <message>`` on stderr with exit status 2.
+Single run: a :class:`UserError` is printed as ``error: <message>`` on stderr with exit status 2. So is a
+command line Hydra cannot compose (a value of the wrong type, an unknown key or preset, an override that
+does not parse): :func:`compose_error_line` turns Hydra's multi-line report into one line naming the value
+and the fix (installed for every ``lvf-*`` command when this module is imported).
 
 Multirun (``-m``): every job runs even when another fails. A job's failure (a user error or a bug) is
 recorded in ``<job dir>/lvf_job.json`` (status, error line, overrides, log path; a bug's traceback goes to
@@ -42,6 +45,80 @@ def _config_dir() -> str:
 
 
 CONFIG_DIR = _config_dir()
+
+
+def _first_line(text: str) -> str:
+    return str(text).strip().splitlines()[0].strip() if str(text).strip() else ""
+
+
+def compose_error_line(ex: BaseException) -> str | None:
+    """One line for an exception Hydra raises while composing the command line; None for anything else."""
+    import re
+
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("lvf-command")
+    prog = f"lvf-{argv0.stem}" if argv0.parent.name == "cli" else argv0.name  # python -m lora_vs_full.cli.x
+    if not prog.startswith("lvf-"):
+        prog = "the command"
+    listing = f"`{prog} --cfg job` prints the composed config and its keys"
+    if isinstance(ex, MissingConfigException):
+        text = str(ex)
+        m = re.search(r"Could not find '([^']+)/([^']+)'", text)
+        options = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)+)", text)
+        if m and options:
+            names = ", ".join(o.strip() for o in options.group(1).splitlines() if o.strip())
+            return f"{m.group(1)}={m.group(2)} is not a known {m.group(1)}: choose one of {names}"
+        return f"{_first_line(text)}: check the name ({listing})"
+    if isinstance(ex, OverrideParseException):
+        bad = re.search(r"at input '([^']*)'", str(ex))
+        return (
+            f"cannot parse the override{f' near {bad.group(1)!r}' if bad else ''} ({_first_line(ex)}): write "
+            "key=value, lists as key=[a,b], and quote values with spaces or brackets"
+        )
+    if isinstance(ex, ConfigCompositionException):
+        cause = ex.__cause__
+        key = re.search(r"full_key: (\S+)", str(cause)) if cause is not None else None
+        override = re.search(r"Error merging override (\S+)", str(ex))
+        what = override.group(1) if override else (key.group(1) if key else None)
+        reason = _first_line(cause) if cause is not None else _first_line(ex)
+        if cause is not None and type(cause).__name__ == "ConfigAttributeError":
+            return f"unknown key {key.group(1) if key else what!r} ({reason}): check its spelling ({listing})"
+        if "could not be converted" in reason or "Value '" in reason:
+            return f"{what}: {reason}: give a value of the key's type ({listing})"
+        return f"{what + ': ' if what else ''}{reason} ({listing})"
+    return None
+
+
+def _install_compose_errors() -> None:
+    """Make Hydra's composition errors one ``error:`` line with exit status 2 (HYDRA_FULL_ERROR=1 keeps
+    Hydra's full report). Wraps ``hydra._internal.utils.run_and_report``, which ``hydra.main`` calls."""
+    try:
+        import hydra._internal.utils as hutils
+    except ImportError:  # pragma: no cover - hydra is a hard dependency
+        return
+    original = hutils.run_and_report
+    if getattr(original, "_lvf", False):
+        return
+
+    def run_and_report(func):
+        def guarded():
+            try:
+                return func()
+            except Exception as ex:
+                line = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else compose_error_line(ex)
+                if line is None:
+                    raise
+                print(f"error: {line}", file=sys.stderr)
+                sys.exit(2)
+
+        return original(guarded)
+
+    run_and_report._lvf = True
+    hutils.run_and_report = run_and_report
+
+
+_install_compose_errors()
 
 
 def _hydra_job() -> dict | None:
