@@ -5,6 +5,14 @@ and every epsilon), side by side in one run. Synthetic weights of the real shape
     python benchmarks/bench_analysis.py --shapes minilm            # 6 layers x {q,k,v,o 384x384, fc1, fc2}
     python benchmarks/bench_analysis.py --shapes roberta --quick   # fewer layers
     python benchmarks/bench_analysis.py --dtype-study              # float64 vs float32 (real MiniLM weights)
+    python benchmarks/bench_analysis.py --shapes llama-lite --dtype float32   # 7B shapes, one pass vs separate
+
+``--shapes llama-lite`` writes synthetic LLaMA-7B-shaped checkpoints as sharded bf16 safetensors (one layer:
+q_proj 4096x4096 and down_proj 4096x11008, the two shapes of LLaMA's seven matrices), a PEFT-format LoRA
+adapter (r = 16) and full-like fine-tunes, then times the real ``lora_vs_full.analysis.analyze_many`` path in
+fresh subprocesses: ONE pass over N fine-tunes against N separate pair analyses (each re-decomposing the
+base), with each side's peak RSS and the disk of every fine-tune; writes
+``results/benchmarks/analysis-scale.json`` and extrapolates to 32 layers x 7 matrices and the llama preset.
 
 The naive side is timed on ``--naive-eps`` epsilon values of one checkpoint and extrapolated linearly to
 (checkpoints x 51 epsilons): its cost per (checkpoint, epsilon) is the same every time. Printed clearly.
@@ -208,9 +216,251 @@ def dtype_study(args) -> None:
               f"differ {flips}/{cells}; headline (k=10, eps=0.5) f64 {head64} vs f32 {head32}")  # fmt: skip
 
 
+# ----------------------------------------------------------------------------------------- scale (7B shapes)
+LLAMA_LITE = {"q": ("self_attn.q_proj", (4096, 4096)), "down": ("mlp.down_proj", (4096, 11008))}
+# LLaMA-7B: 32 layers x (q, k, v, o at 4096x4096; gate, up at 11008x4096; down at 4096x11008). gate/up are
+# the transposes of down's shape: thin_svd decomposes the tall orientation, so they cost what down costs.
+LLAMA7B_PER_LAYER = {"q": 4, "down": 3}
+LLAMA7B_LAYERS = 32
+
+
+def _write_model(d, tensors: dict, shards: int = 2) -> None:
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    keys = sorted(tensors)
+    weight_map = {}
+    for i in range(shards):
+        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = {k: tensors[k].contiguous() for k in keys[i::shards]}
+        if part:
+            save_file(part, str(d / name))
+            weight_map.update({k: name for k in part})
+    (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+def make_llama_lite(workdir, n_tunes: int, rank: int = 16, seed: int = 0, div: int = 1) -> dict:
+    """base/, lora-r16/ (PEFT adapter), full-<i>/ under ``workdir``; returns {name: path}. bf16 like the Hub."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    root = Path(workdir)
+    g = torch.Generator().manual_seed(seed)
+    base = {}
+    for name, (m0, n0) in LLAMA_LITE.values():
+        m, n = m0 // div, n0 // div
+        W = torch.randn(m, n, generator=g) / n**0.5
+        # a decaying spectrum like a trained matrix (a flat one has no meaningful top-k)
+        W = W * torch.linspace(3.0, 0.5, m)[:, None]
+        base[f"model.layers.0.{name}.weight"] = W.to(torch.bfloat16)
+    paths = {"base": root / "base"}
+    if not (root / "base" / "config.json").is_file():
+        _write_model(root / "base", base)
+    for t in range(n_tunes):
+        if t % 2 == 0:  # LoRA-like: PEFT adapter, s = alpha / r = 2
+            d = root / f"lora-r{rank}-{t}"
+            paths[d.name] = d
+            if (d / "adapter_config.json").is_file():
+                continue
+            d.mkdir(parents=True, exist_ok=True)
+            ad = {}
+            for key, W0 in base.items():
+                m, n = W0.shape
+                module = key.removesuffix(".weight")
+                ad[f"base_model.model.{module}.lora_A.weight"] = (
+                    torch.randn(rank, n, generator=g) / n**0.5
+                ).to(torch.bfloat16)
+                ad[f"base_model.model.{module}.lora_B.weight"] = (
+                    0.3 * torch.randn(m, rank, generator=g) / rank**0.5
+                ).to(torch.bfloat16)
+            save_file(ad, str(d / "adapter_model.safetensors"))
+            cfg = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": ["q_proj", "down_proj"],
+                   "base_model_name_or_path": str(root / "base"), "task_type": "CAUSAL_LM"}  # fmt: skip
+            (d / "adapter_config.json").write_text(json.dumps(cfg))
+        else:  # full-like: every entry moves a little, plus a mild low-rank drift
+            d = root / f"full-{t}"
+            paths[d.name] = d
+            if (d / "config.json").is_file():
+                continue
+            tuned = {}
+            for key, W0 in base.items():
+                m, n = W0.shape
+                W = W0.float() + 2e-3 * torch.randn(m, n, generator=g)
+                tuned[key] = W.to(torch.bfloat16)
+            _write_model(d, tuned)
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _dir_bytes(path) -> int:
+    from pathlib import Path
+
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def scale_child(args) -> None:
+    """One measured side in a fresh process: prints one JSON line (times, counts, peak RSS)."""
+    import json
+    import resource
+
+    from lora_vs_full.analysis import analyze_many
+    from lora_vs_full.weights import open_model, open_tuned
+
+    paths = json.loads(args.child_paths)
+    grid = dict(
+        ks=[1, 5, 10, 20, 50], epsilons=[0.1, 0.3, 0.5, 0.7, 0.9], sim_n=100, dtype=args.dtype, device="cpu"
+    )
+    base = open_model(paths["base"])
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # interpreter + imports
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
+    tuned_names = [k for k in paths if k != "base"]
+    if args.child == "one-pass":
+        srcs = [open_tuned(base, paths[k]) for k in tuned_names]
+        results = analyze_many(base, srcs, names=tuned_names, progress=False, **grid)
+    else:  # separate: a fresh base (and its decomposition) per fine-tune, as N pair runs would do
+        results = []
+        for k in tuned_names:
+            b = open_model(paths["base"])
+            results += analyze_many(b, [open_tuned(b, paths[k])], names=[k], progress=False, **grid)
+    out = {
+        "side": args.child,
+        "wall_s": round(time.perf_counter() - t_wall, 2),
+        "cpu_s": round(time.process_time() - t_cpu, 2),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_before_bytes": rss_before,
+        "matrix_cpu_seconds": {r.name: r.stats["matrix_cpu_seconds"] for r in results},
+        "headline": {
+            r.name: int(r.intruders.query("k == 10 and epsilon == 0.5")["n_intruders"].sum()) for r in results
+        },
+        "energy_share": {
+            r.name: float(r.intruders.query("k == 10 and epsilon == 0.5")["energy_share"].mean())
+            for r in results
+        },
+        "counts": {r.name: r.intruders["n_intruders"].tolist() for r in results},
+    }
+    print("RESULT " + json.dumps(out))
+
+
+def scale(args) -> None:
+    import json
+    import os
+    import platform
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lora_vs_full import provenance
+    from lora_vs_full.budget import PEAK_MATRIX_COPIES
+    from lora_vs_full.storage import atomic_write_json
+
+    paths = make_llama_lite(args.workdir, args.tunes, div=args.div)
+    names = [k for k in paths if k != "base"]
+    disk = {k: _dir_bytes(v) for k, v in paths.items()}
+    sides = {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for side in ("one-pass", "separate"):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            side,
+            "--child-paths",
+            json.dumps(paths),
+            "--dtype",
+            args.dtype,
+        ]
+        print(f"running {side} over {len(names)} fine-tunes ...", flush=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if proc.returncode != 0 or not line:
+            raise SystemExit(f"{side} failed:\n{proc.stderr[-3000:]}")
+        sides[side] = json.loads(line[0][len("RESULT ") :])
+        print(f"  {side}: wall {sides[side]['wall_s']} s, cpu {sides[side]['cpu_s']} s, "
+              f"peak RSS {sides[side]['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)  # fmt: skip
+    one, sep = sides["one-pass"], sides["separate"]
+    same = one["counts"] == sep["counts"]
+    # per-shape CPU seconds from the one-pass side: base decomposition, LoRA fine-tune, full fine-tune
+    mc = one["matrix_cpu_seconds"]
+    lora = next(n for n in names if n.startswith("lora"))
+    full = next((n for n in names if n.startswith("full")), lora)
+    per = {
+        mod: {"base_s": mc[lora][f"layer0.{mod}"][0], "lora_s": mc[lora][f"layer0.{mod}"][1],
+              "full_s": mc[full][f"layer0.{mod}"][1]}
+        for mod in LLAMA_LITE
+    }  # fmt: skip
+
+    def model_seconds(kind: str) -> float:
+        return LLAMA7B_LAYERS * sum(LLAMA7B_PER_LAYER[m] * per[m][kind] for m in LLAMA_LITE)
+
+    # The preset (conf/manifests/fig5_llama.yaml): LLaMA-2-7B + 6 LoRA + 2 full; LLaMA-7B + 1 LoRA + 2 full.
+    groups = [(6, 2), (1, 2)]
+    one_pass_s = sum(
+        model_seconds("base_s") + nl * model_seconds("lora_s") + nf * model_seconds("full_s")
+        for nl, nf in groups
+    )
+    separate_s = sum((nl + nf) * model_seconds("base_s") + nl * model_seconds("lora_s") + nf * model_seconds("full_s") for nl, nf in groups)  # fmt: skip
+    largest = 4096 * 11008
+    result = {
+        "command": " ".join(["python", "benchmarks/bench_analysis.py", *sys.argv[1:]]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores visible, OMP_NUM_THREADS=1 (one thread), "
+        "shared with other jobs; times are process CPU seconds",
+        "dtype": args.dtype,
+        "matrices": {m: list(shape) for m, (_n, shape) in LLAMA_LITE.items()},
+        "fine_tunes": names,
+        "disk_bytes": disk,
+        "one_pass": {
+            k: one[k]
+            for k in ("wall_s", "cpu_s", "peak_rss_bytes", "rss_before_bytes", "headline", "energy_share")
+        },
+        "separate": {
+            k: sep[k]
+            for k in ("wall_s", "cpu_s", "peak_rss_bytes", "rss_before_bytes", "headline", "energy_share")
+        },
+        "speedup_cpu": round(sep["cpu_s"] / one["cpu_s"], 3),
+        "counts_identical": same,
+        "per_matrix_cpu_s": per,
+        # analysis RSS (peak minus the interpreter and imports) in units of the largest matrix in float64
+        "peak_rss_over_largest_f64": round(
+            (one["peak_rss_bytes"] - one["rss_before_bytes"]) / (8 * largest), 2
+        ),
+        "budget_peak_matrix_copies": PEAK_MATRIX_COPIES,
+        "extrapolated": {
+            "per_model_base_s": round(model_seconds("base_s")),
+            "per_lora_s": round(model_seconds("lora_s")),
+            "per_full_s": round(model_seconds("full_s")),
+            "preset_one_pass_cpu_h": round(one_pass_s / 3600, 1),
+            "preset_separate_cpu_h": round(separate_s / 3600, 1),
+            "preset": "LLaMA-2-7B + 6 LoRA + 2 full; LLaMA-7B + 1 LoRA + 2 full (32 layers x 7 matrices each)",
+        },
+        "provenance": provenance.collect(),
+    }
+    out = Path(args.result)
+    atomic_write_json(out, result)
+    flat = {k: v for k, v in result.items() if k != "provenance"}
+    print(json.dumps(flat, indent=1))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shapes", choices=sorted(SHAPES), default="minilm")
+    p.add_argument("--shapes", choices=sorted(SHAPES) + ["llama-lite"], default="minilm")
+    p.add_argument(
+        "--tunes", type=int, default=2, help="llama-lite: fine-tunes (alternating LoRA r=16 / full)"
+    )
+    p.add_argument("--dtype", default="float32", help="llama-lite: SVD dtype (float32 keeps it to minutes)")
+    p.add_argument("--workdir", default="/tmp/lvf-bench-llama-lite", help="llama-lite: synthetic checkpoints")
+    p.add_argument(
+        "--result", default="results/benchmarks/analysis-scale.json", help="llama-lite: result file"
+    )
+    p.add_argument("--div", type=int, default=1, help="llama-lite: divide the dimensions (smoke runs only)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--child-paths", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true", help="2 layers instead of all (a smoke run)")
     p.add_argument("--ckpts", type=int, default=4)
     p.add_argument(
@@ -228,6 +478,10 @@ def main() -> None:
     Clock.use_cpu_time = args.cpu_time
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.child:
+        return scale_child(args)
+    if args.shapes == "llama-lite":
+        return scale(args)
     dtype_study(args) if args.dtype_study else run(args)
 
 

@@ -9,6 +9,12 @@ colours) plus full fine-tuning (black); dotted line at the headline epsilon = 0.
 
 writes ``fig5.{pdf,png,csv}`` and ``fig5_headline.csv`` (intruders at k = 10, epsilon = 0.5 per task x
 rank | full) and prints the headline.
+
+``--metric energy_share`` plots, instead of the count, the share of the top-k spectral energy carried by
+intruders (records.INTRUDER_SCALE_COLUMNS, mean over matrices): at 4096 dimensions counts saturate (every
+top-k vector of a random direction falls below eps = 0.5), the energy share does not (PAPER.md §13). Count
+plots draw the random-direction expectation (``n_random`` summed over matrices) as a grey reference
+when the table has it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,30 @@ from lora_vs_full.cli._common import user_errors_exit
 from lora_vs_full.errors import UserError
 
 PAPER_FIGURE = "v1 Fig. 5 (v3 Fig. 4)"
+METRICS = {  # metric -> (table column, aggregation over a run's matrices, y-axis label)
+    "count": ("n_intruders", "sum", "# intruder dimensions (k={k})"),
+    "energy_share": ("energy_share", "mean", "intruder share of top-{k} energy (mean over matrices)"),
+}
+
+
+def _metric(metric: str) -> tuple[str, str, str]:
+    try:
+        return METRICS[metric]
+    except KeyError:
+        raise UserError(f"metric={metric!r} is not known; use one of {', '.join(METRICS)}") from None
+
+
+def _check_run_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Curves need method (and rank for LoRA); model/task may be absent (a pair analysis without them)."""
+    bad = df[df["method"].isna() | ((df["method"] != "full") & df["rank"].isna())]
+    if not bad.empty:
+        raise UserError(
+            f"run {bad['run'].iloc[0]!r} has no method/rank in the table (written by an older lvf-analyze pair "
+            "mode); re-run lvf-analyze, which reads them from the adapter config"
+        )
+    return df.assign(model=df["model"].fillna("model"), task=df["task"].fillna("all"))
+
+
 HEADLINE_EPSILONS = (0.3, 0.5, 0.7, 0.9)
 
 
@@ -34,14 +64,20 @@ def fig5_table(
     k: int = records.HEADLINE_K,
     runs: list[str] | None = None,
     tasks: list[str] | None = None,
+    metric: str = "count",
 ) -> pd.DataFrame:
     """The plotted numbers: one row per curve x epsilon.
 
     Columns: model, task, method, rank, alpha, lr, label, epsilon, n_intruders (mean over seeds of the
     per-run sum over matrices), n_min, n_max (seed spread), n_seeds, n_matrices (matrices per run; the
-    count is bounded by k * n_matrices).
+    count is bounded by k * n_matrices), and n_random (random-direction expectation) when the table has it.
+    ``metric="energy_share"``: the value column is ``energy_share`` (per-run mean over matrices) instead.
     """
+    column, agg, _ = _metric(metric)
     df = figdata.final_only(figdata.load_intruders(intruders))
+    if column not in df.columns:
+        raise UserError(f"the intruders table has no {column!r} column; re-run lvf-analyze to add it")
+    df = _check_run_columns(df)
     df = figdata.pick(df, "run", runs, what="intruders table")
     df = figdata.pick(df, "task", tasks, what="intruders table")
     df = figdata.at_k(df, k)
@@ -49,19 +85,21 @@ def fig5_table(
     # Round the grid so 0.1 + 0.2-style float noise cannot split one epsilon into two groups.
     df = df.assign(epsilon=df["epsilon"].astype(float).round(6))
     keys = [*figdata.CURVE_COLUMNS, "epsilon"]
+    extra = {"n_random": ("n_random", "sum")} if metric == "count" and "n_random" in df.columns else {}
     per_run = (
         df.groupby([*keys, "run"], dropna=False)
-        .agg(n_intruders=("n_intruders", "sum"), n_matrices=("matrix", "nunique"))
+        .agg(**{column: (column, agg)}, n_matrices=("matrix", "nunique"), **extra)
         .reset_index()
     )
     curves = (
         per_run.groupby(keys, dropna=False)
         .agg(
-            n_intruders=("n_intruders", "mean"),
-            n_min=("n_intruders", "min"),
-            n_max=("n_intruders", "max"),
+            **{column: (column, "mean")},
+            n_min=(column, "min"),
+            n_max=(column, "max"),
             n_seeds=("run", "nunique"),
             n_matrices=("n_matrices", "max"),
+            **{k: (k, "mean") for k in extra},
         )
         .reset_index()
     )
@@ -70,26 +108,33 @@ def fig5_table(
         *figdata.CURVE_COLUMNS,
         "label",
         "epsilon",
-        "n_intruders",
+        column,
         "n_min",
         "n_max",
         "n_seeds",
         "n_matrices",
+        *extra,
     ]
     return figdata.sort_panels(figdata.curve_order(curves[cols])).reset_index(drop=True)
 
 
+def _value_column(table: pd.DataFrame) -> str:
+    return "energy_share" if "energy_share" in table.columns else "n_intruders"
+
+
 def headline(table: pd.DataFrame, *, epsilon: float = records.HEADLINE_EPSILON) -> pd.DataFrame:
-    """Task x (LoRA rank | full) intruder counts at ``epsilon`` from :func:`fig5_table`'s output."""
+    """Task x (LoRA rank | full) values (counts, or energy shares) at ``epsilon`` from :func:`fig5_table`."""
     at = figdata.at_epsilon(table, epsilon).assign(panel=lambda d: figdata.panel_names(d))
     order = list(dict.fromkeys(figdata.curve_order(at)["label"]))
-    wide = at.pivot_table(index="panel", columns="label", values="n_intruders", aggfunc="first")
+    wide = at.pivot_table(index="panel", columns="label", values=_value_column(table), aggfunc="first")
     wide = wide.loc[list(dict.fromkeys(at["panel"])), [c for c in order if c in wide.columns]]  # table order
     return wide.reset_index().rename(columns={"panel": "task"}).rename_axis(columns=None)
 
 
 def plot_fig5(table: pd.DataFrame, *, k: int = records.HEADLINE_K, epsilon: float = records.HEADLINE_EPSILON):
     """Draw :func:`fig5_table`'s output; returns the matplotlib Figure (nothing is saved)."""
+    value = _value_column(table)
+    ylabel = METRICS["energy_share" if value == "energy_share" else "count"][2].format(k=k)
     table = table.assign(panel=figdata.panel_names(table))
     panels = list(dict.fromkeys(table["panel"]))
     colors = figstyle.rank_colors(table.loc[table["method"] != "full", "rank"].dropna())
@@ -107,18 +152,23 @@ def plot_fig5(table: pd.DataFrame, *, k: int = records.HEADLINE_K, epsilon: floa
                 c = sub[sub["label"] == label].sort_values("epsilon")
                 method, rank = c["method"].iloc[0], c["rank"].iloc[0]
                 color = figstyle.FULL_COLOR if method == "full" else colors[int(rank)]
-                (line,) = ax.plot(c["epsilon"], c["n_intruders"], color=color, ls=style[label], label=label)
+                (line,) = ax.plot(c["epsilon"], c[value], color=color, ls=style[label], label=label)
                 if c["n_seeds"].max() > 1:
                     ax.fill_between(c["epsilon"], c["n_min"], c["n_max"], color=color, alpha=0.15, lw=0)
                 handles.setdefault(label, line)
+            if "n_random" in sub.columns:  # the same for every curve of a model: draw the first one's
+                ref = sub[sub["label"] == sub["label"].iloc[0]].sort_values("epsilon")
+                (line,) = ax.plot(ref["epsilon"], ref["n_random"], color="0.6", ls=":", lw=1.2)
+                handles.setdefault("random directions", line)
             ax.axvline(epsilon, color="0.4", ls=":", lw=1)
             ax.set_title(panel)
             ax.set_xlim(0, 1)
             ax.set_ylim(bottom=0)
             ax.set_xlabel("ε (max |cos| threshold)")
         for ax in axes[:: min(len(axes), 4)]:
-            ax.set_ylabel(f"# intruder dimensions (k={k})")
-        figstyle.legend(fig, {lab: handles[lab] for lab in configs["label"]})  # global curve order
+            ax.set_ylabel(ylabel)
+        order = [*configs["label"], *(["random directions"] if "random directions" in handles else [])]
+        figstyle.legend(fig, {lab: handles[lab] for lab in order})  # global curve order
         fig.tight_layout()
     return fig
 
@@ -132,11 +182,16 @@ def make_fig5(
     runs: list[str] | None = None,
     tasks: list[str] | None = None,
     name: str = "fig5",
+    metric: str = "count",
 ) -> list[Path]:
     """Write ``<name>.{pdf,png,csv}`` and ``<name>_headline.csv`` into ``out_dir``; return their paths."""
-    table = fig5_table(intruders, k=k, runs=runs, tasks=tasks)
+    table = fig5_table(intruders, k=k, runs=runs, tasks=tasks, metric=metric)
     fig = plot_fig5(table, k=k, epsilon=epsilon)
-    title = f"Intruder dimensions vs epsilon (k={k}, summed over matrices)"
+    title = (
+        f"Intruder dimensions vs epsilon (k={k}, summed over matrices)"
+        if metric == "count"
+        else f"Intruder share of the top-{k} spectral energy vs epsilon (mean over matrices)"
+    )
     paths = figstyle.save(fig, table, out_dir, name, paper=PAPER_FIGURE, title=title)
     paths.append(figstyle.write_csv(headline(table, epsilon=epsilon), Path(out_dir) / f"{name}_headline.csv"))
     return paths
@@ -170,7 +225,9 @@ def draw_all(analysis: Path, out: Path, runs_csv: Path | None = None, log=print)
     table = figdata.load_intruders(analysis)
     at = figdata.at_epsilon(figdata.at_k(figdata.final_only(table), records.HEADLINE_K), 0.5)
     for task in sorted(table["task"].dropna().unique()):
-        lora = sorted(int(r) for r in table[(table.task == task) & (table.method == "lora")]["rank"].dropna().unique())
+        lora = sorted(
+            int(r) for r in table[(table.task == task) & (table.method == "lora")]["rank"].dropna().unique()
+        )
         has_full = ((table.task == task) & (table.method == "full")).any()
         if not lora:
             continue
@@ -199,18 +256,28 @@ def draw_all(analysis: Path, out: Path, runs_csv: Path | None = None, log=print)
 @user_errors_exit
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("analysis_dir", nargs="?", help="directory written by lvf-analyze (holds intruders.parquet)")
-    ap.add_argument("--preset", help="draw a reproduction: results/work/fig5-<preset>/analysis -> results/figures/fig5-<preset>")
+    ap.add_argument(
+        "analysis_dir", nargs="?", help="directory written by lvf-analyze (holds intruders.parquet)"
+    )
+    ap.add_argument(
+        "--preset",
+        help="draw a reproduction: results/work/fig5-<preset>/analysis -> results/figures/fig5-<preset>",
+    )
     ap.add_argument("--out", default="results/figures", help="output directory (default: %(default)s)")
     ap.add_argument("--k", type=int, default=records.HEADLINE_K)
     ap.add_argument("--epsilon", type=float, default=records.HEADLINE_EPSILON, help="headline epsilon")
     ap.add_argument("--tasks", nargs="+", help="only these tasks")
     ap.add_argument("--runs", nargs="+", help="only these run ids")
     ap.add_argument("--name", default="fig5", help="file stem (default: %(default)s)")
+    ap.add_argument(
+        "--metric", choices=sorted(METRICS), default="count", help="count (paper) or energy_share"
+    )
     args = ap.parse_args(argv)
     if args.preset:
         name = f"fig5-{args.preset}"
-        draw_all(layout.work_dir(name) / "analysis", layout.figures_dir(name), layout.tables_dir(name) / "runs.csv")
+        draw_all(
+            layout.work_dir(name) / "analysis", layout.figures_dir(name), layout.tables_dir(name) / "runs.csv"
+        )
         return
     if not args.analysis_dir:
         raise UserError("give an analysis directory or --preset offline|paper|llama")
@@ -222,9 +289,11 @@ def main(argv: list[str] | None = None) -> None:
         runs=args.runs,
         tasks=args.tasks,
         name=args.name,
+        metric=args.metric,
     )
     table = pd.read_csv(paths[-1])
-    print(f"intruder dimensions at k={args.k}, epsilon={args.epsilon} (sum over matrices, mean over seeds):")
+    what = "intruder dimensions" if args.metric == "count" else "intruder energy share"
+    print(f"{what} at k={args.k}, epsilon={args.epsilon} (over matrices, mean over seeds):")
     print(table.to_string(index=False))
     for p in paths:
         print(f"wrote {p}")

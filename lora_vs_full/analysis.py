@@ -194,20 +194,24 @@ def analyze_many(
     matrix_rows = [[] for _ in range(n)]
     spectra: list[dict[str, Tensor]] = [{} for _ in range(n)]
     seconds = [0.0] * n
+    # per matrix: CPU seconds of the base decomposition and of each fine-tune (benchmarks extrapolate these)
+    matrix_cpu: list[dict[str, list[float]]] = [{} for _ in range(n)]
     t0, hits0 = time.perf_counter(), (cache.hits if cache else 0)
     desc = f"analyse {labels[0]}" if n == 1 else f"analyse {n} fine-tunes"
     for i, (mid, bkey, (d_out, d_in)) in enumerate(
         tqdm(base_rows, desc=desc, unit="matrix", disable=not progress)
     ):
+        c0 = time.process_time()
         W0 = base_src.get(bkey)
         if cache is not None:
             base_svd = cache.get_or_compute(base_src.identity, bkey, W0, dtype=dtype, device=device)
         else:
             U, S, _ = thin_svd(W0, dtype=dtype, device=device)
             base_svd = SVD(U, S, None)  # drop Vh: nothing needs the base's right vectors
+        base_cpu = time.process_time() - c0
         ids = {"matrix": mid.name, "layer": mid.layer, "module": mid.module}
         for j, src in enumerate(tuned_srcs):
-            tj = time.perf_counter()
+            tj, cj = time.perf_counter(), time.process_time()
             Wt = src.merge(pairs[j][i][2], W0)
             res = analyze_matrix(
                 W0, Wt, ks=ks, epsilons=epsilons, sim_n=sim_n, base_svd=base_svd, dtype=dtype, device=device
@@ -218,6 +222,7 @@ def analyze_many(
             for key in ("similarity", "max_cos", "sigma_base", "sigma_tuned", "nearest"):
                 spectra[j][f"{mid.name}.{key}"] = getattr(res, key).contiguous()
             seconds[j] += time.perf_counter() - tj
+            matrix_cpu[j][mid.name] = [round(base_cpu, 4), round(time.process_time() - cj, 4)]
         del W0, base_svd
     config = {
         "preset": preset,
@@ -240,6 +245,7 @@ def analyze_many(
             "fine_tunes_in_pass": n,
             "n_matrices": len(base_rows),
             "cache_hits": (cache.hits - hits0) if cache else 0,
+            "matrix_cpu_seconds": matrix_cpu[j],  # {matrix: [base decomposition, this fine-tune]}
         }
         inputs = {"base": base_src.describe(), "tuned": src.describe()}
         results.append(

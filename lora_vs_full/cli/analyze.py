@@ -61,6 +61,12 @@ class BudgetConfig:
 
 
 @dataclass
+class MetaConfig:
+    model: str | None = None  # the `model` column (pair mode, tuned list; a manifest group's model wins)
+    task: str | None = None  # the `task` column (pair mode, tuned list; a manifest entry's task wins)
+
+
+@dataclass
 class AnalyzeConfig:
     """Keys and types of ``conf/analyze.yaml`` (registered as ``analyze_schema``): a typo or a wrong type
     (``ks=[ten]``, ``sim_n=many``) fails at compose time naming the key; ranges are checked by :func:`validate`."""
@@ -71,8 +77,7 @@ class AnalyzeConfig:
     tuned: Any = None  # one spec, or a list of specs analysed in one pass
     tuned_revision: str | None = None
     label: str | None = None
-    model: str | None = None  # the `model` column (pair / tuned list)
-    task: str | None = None  # the `task` column (pair / tuned list)
+    meta: MetaConfig = field(default_factory=MetaConfig)  # `model=`/`task=` would select conf/ groups
     manifest: str | None = None
     runs: str | None = None
     steps: bool = False
@@ -368,8 +373,8 @@ def run(cfg: DictConfig) -> AnalysisResult | list[Path]:
             raise UserError("give either manifest=<file> or base=... tuned=[...], not both")
         if cfg.manifest:
             groups = read_manifest(str(cfg.manifest))
-            if cfg.model or cfg.task:
-                groups = [_with_columns(g, cfg.model, cfg.task) for g in groups]
+            if cfg.meta.model or cfg.meta.task:
+                groups = [_with_columns(g, cfg.meta.model, cfg.meta.task) for g in groups]
         else:
             if not cfg.base:
                 raise UserError("tuned=[...] needs base=<model dir or Hub id>")
@@ -380,7 +385,7 @@ def run(cfg: DictConfig) -> AnalysisResult | list[Path]:
                 "base_revision": cfg.base_revision,
                 "fine_tunes": [str(t) for t in cfg.tuned],
             }
-            groups = groups_from(data, "tuned=[...]", model=cfg.model, task=cfg.task)
+            groups = groups_from(data, "tuned=[...]", model=cfg.meta.model, task=cfg.meta.task)
         parts = analyze_groups(groups, out, cfg=cfg, **kw)
         print(summary(pd.read_parquet(out / "intruders.parquet")))
         print(f"wrote {out}/intruders.parquet ({len(parts)} fine-tunes)")
@@ -395,7 +400,7 @@ def run(cfg: DictConfig) -> AnalysisResult | list[Path]:
     )
     pair_matrices(base_src, tuned_src, cfg.preset)  # a mismatch is refused before the plan is printed
     plan = make_plan(cfg, base_src, 1, one_pass=False, ks=ks, epsilons=epsilons, where=out)
-    meta = {"run": str(cfg.label or cfg.tuned), "model": cfg.model, "task": cfg.task}
+    meta = {"run": str(cfg.label or cfg.tuned), "model": cfg.meta.model, "task": cfg.meta.task}
     result = analyze_pair(base_src, tuned_src, cache=make_cache(cfg, plan.cache_policy), run_meta=meta, **kw)
     result.config["cli"] = OmegaConf.to_container(cfg, resolve=True)
     write_analysis(result, out)
