@@ -110,7 +110,7 @@ def test_pretrained_head_found_only_when_the_checkpoint_has_one(tiny_model_dir, 
 def test_probe_head_cached_and_reused(tiny, tmp_path):
     model, tok = tiny
     settings = ProbeSettings(steps=3, batch_size=2, max_length=32)
-    kw = dict(base="some/base", corpus_digest="abc", cache_dir=tmp_path, device="cpu")
+    kw = dict(base="some/base", corpus_digest="abc", cache_dir=tmp_path, device="cpu", scored=["other text"])
     head1, info1 = probe_head(encoder_of(model), tok, TEXTS, settings, **kw)
     assert info1["fitted"] and info1["head"] == "probe"
     path = tmp_path / "mlm_probe"
@@ -131,9 +131,11 @@ def test_headless_base_uses_probe_or_refuses(minilm_dir, tmp_path):
     enc, tok = AutoModel.from_pretrained(minilm_dir), AutoTokenizer.from_pretrained(minilm_dir)
     off = ProbeSettings(enabled=False)
     with pytest.raises(UserError, match="no pretrained MLM head.*probe.enabled=true"):
-        mlm_head_for(str(minilm_dir), enc, tok, TEXTS, off, corpus_digest="x", cache_dir=tmp_path)
+        mlm_head_for(str(minilm_dir), enc, tok, TEXTS, off, scored=[], corpus_digest="x", cache_dir=tmp_path)
     on = ProbeSettings(steps=2, batch_size=2, max_length=24)
-    head, info = mlm_head_for(str(minilm_dir), enc, tok, TEXTS, on, corpus_digest="x", cache_dir=tmp_path)
+    head, info = mlm_head_for(
+        str(minilm_dir), enc, tok, TEXTS[1:], on, scored=TEXTS[:1], corpus_digest="x", cache_dir=tmp_path
+    )
     assert info["head"] == "probe"
     assert pseudo_loss(enc, head, tok, TEXTS[:1], max_length=24, progress=False)["n_tokens"] > 5
 

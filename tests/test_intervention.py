@@ -66,9 +66,9 @@ def test_negated_spike_is_found_and_removed_alike():
     assert _intruders(W0, scaled_weight(Wneg, b.intruder, 0.0)) == []
 
 
-def test_control_scales_the_pretrained_neighbour_not_the_intruder():
+def test_neighbour_control_scales_the_pretrained_neighbour_not_the_intruder():
     W0, Wt, u = _spiked()
-    plan = plan_scaling(W0, Wt, k=K, epsilon=EPS, device="cpu")
+    plan = plan_scaling(W0, Wt, k=K, epsilon=EPS, control="neighbour", device="cpu")
     base = thin_svd(W0)
     i = plan.neighbours[0]
     assert i == int((thin_svd(Wt).U[:, 0] @ base.U).abs().argmax())  # definition: argmax_i |<u_t, u0_i>|
@@ -79,6 +79,32 @@ def test_control_scales_the_pretrained_neighbour_not_the_intruder():
     assert abs(float(u_ctl @ u)) < 0.1
     W_ctl = scaled_weight(Wt, plan.control, 0.0)
     assert _intruders(W0, W_ctl) == [0]  # the intruder survives the control
+
+
+def test_size_matched_control_has_the_intruders_sigma():
+    """Known matrix: W0 (12 x 8) has singular values 20, 12, 6.01, 3, 1, 0.5, 0.3, 0.01; a spike of 6 along a
+    left direction outside W0's column space (on W0's weakest right vector) is the one intruder, sigma
+    sqrt(36 + 0.01^2). The control must be W_t's non-intruder direction of sigma 6.01 (nearest), not the top."""
+    g = torch.Generator().manual_seed(1)
+    U, _ = torch.linalg.qr(torch.randn(12, 12, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(8, 8, generator=g, dtype=torch.float64))
+    s0 = torch.tensor([20.0, 12.0, 6.01, 3.0, 1.0, 0.5, 0.3, 0.01], dtype=torch.float64)
+    W0 = U[:, :8] @ torch.diag(s0) @ V.T
+    Wt = W0 + 6.0 * torch.outer(U[:, 10], V[:, 7])
+    plan = plan_scaling(W0, Wt, k=K, epsilon=EPS, device="cpu")
+    assert plan.intruder_sigma == pytest.approx([6.0], abs=1e-4)
+    assert plan.control_sigma == pytest.approx(plan.intruder_sigma, abs=0.011)  # 6.01 vs 6.00
+    assert torch.linalg.matrix_norm(plan.control, ord=2) == pytest.approx(6.01, abs=1e-9)
+    u_ctl = torch.linalg.svd(plan.control).U[:, 0]
+    assert abs(float(u_ctl @ U[:, 2])) == pytest.approx(1.0, abs=1e-9)  # the pretrained 6.01 direction
+    # the control leaves the intruder in place and shrinks the matched direction by lambda
+    S = torch.linalg.svdvals(scaled_weight(Wt, plan.control, 0.5))
+    assert sorted(S[:5].tolist(), reverse=True) == pytest.approx([20.0, 12.0, 6.0, 3.005, 3.0], abs=1e-4)
+    # the old control scaled W0's own neighbour, whatever its size
+    old = plan_scaling(W0, Wt, k=K, epsilon=EPS, control="neighbour", device="cpu")
+    assert old.neighbours and min(abs(old.control_sigma[0] - x) for x in s0.tolist()) < 1e-9
+    with pytest.raises(UserError, match="control='other'"):
+        plan_scaling(W0, Wt, control="other")
 
 
 def test_mode_all_scales_every_intruder_and_no_intruder_means_no_plan():

@@ -7,10 +7,14 @@ Two modes (config: ``conf/pseudoloss.yaml`` + ``conf/forgetting/default.yaml``):
 * model: ``lvf-pseudoloss tuned=<dir|id> [base=<dir|id>] out=<dir>`` -- one model scored as it is (the key
   is ``tuned``, as in lvf-analyze: ``model=`` would select Hydra's model config group).
 
-Every row is also a part file ``<out>/parts/<name>.json`` holding the row and what it depends on (final.json
-sha256, corpus digest, max_length, head); a rerun recomputes only the parts that are missing or changed, then
-rebuilds ``<out>/pseudoloss.{parquet,csv}``: RUN_COLUMNS + base, pseudo_loss, forgetting (= pseudo_loss -
-base's pseudo_loss), n_tokens, n_texts, eval_accuracy, head ("pretrained" | "probe"), corpus_digest.
+Every row is also a part file ``<out>/parts/<name>.json`` holding the row, each text's pseudo-loss and what
+it depends on (final.json sha256, corpus digest, max_length, head); a rerun recomputes only the parts that are
+missing or changed, then rebuilds ``<out>/pseudoloss.{parquet,csv}``: RUN_COLUMNS + base, pseudo_loss (mean
+over texts of each text's mean), pseudo_loss_tokens (token-weighted mean), forgetting (= mean over texts of
+pseudo-loss - base's on the SAME text: a paired difference) with forgetting_low/high (95 % bootstrap interval
+over texts, ``lora_vs_full.stats``), n_tokens, n_texts, eval_accuracy, head ("pretrained" | "probe"),
+corpus_digest; and ``<out>/pseudoloss_texts.{parquet,csv}``: run, text, pseudo_loss (one row per run x text).
+A probe head (bases without an MLM head) is fitted on ``fit_corpus`` lines, never on a scored line.
 """
 
 from __future__ import annotations
@@ -19,22 +23,28 @@ import logging
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from lora_vs_full import provenance
+from lora_vs_full import provenance, stats
 from lora_vs_full.cli._common import CONFIG_DIR, user_errors_exit
 from lora_vs_full.errors import UserError
+from lora_vs_full.forgetting.config import register_configs, validate_common
 from lora_vs_full.forgetting.scorer import Scorer, build_scorer, load_encoder
 from lora_vs_full.records import RUN_COLUMNS, file_safe
 from lora_vs_full.storage import atomic_write_json, read_json, write_table
 
 log = logging.getLogger("lvf-pseudoloss")
+register_configs()
 
 COLUMNS = RUN_COLUMNS + (
     "base",
     "pseudo_loss",
+    "pseudo_loss_tokens",
     "forgetting",
+    "forgetting_low",
+    "forgetting_high",
     "n_tokens",
     "n_texts",
     "eval_accuracy",
@@ -90,32 +100,51 @@ def _targets(cfg) -> list[dict]:
     return out
 
 
-def _score_part(part: Path, source: dict, scorer: Scorer, load, row: dict) -> dict:
-    """The part's row: reused when its stored source equals ``source``, else computed and written."""
+def _score_part(part: Path, source: dict, scorer: Scorer, load, row: dict) -> tuple[dict, list[float]]:
+    """``(row, per-text pseudo-losses)``: reused when the part's stored source equals ``source``, else computed."""
     if part.is_file():
         stored = read_json(part)
         if stored.get("source") == source:
             log.info("up to date, skipping: %s", part.stem)
-            return stored["row"]
+            return stored["row"], stored["per_text"]
     log.info("scoring %s", row["run"])
     result = scorer(load())
-    row = row | {"pseudo_loss": result["mean"], "n_tokens": result["n_tokens"], "n_texts": result["n_texts"]}
-    atomic_write_json(part, {"source": source, "row": row, "per_text": result["per_text"]})
-    return row
+    per_text = result["per_text"]
+    row = row | {
+        "pseudo_loss": float(np.nanmean(per_text)),
+        "pseudo_loss_tokens": result["mean"],
+        "n_tokens": result["n_tokens"],
+        "n_texts": result["n_texts"],
+    }
+    atomic_write_json(part, {"source": source, "row": row, "per_text": per_text})
+    return row, per_text
+
+
+def paired_forgetting(per_text: list[float], base_per_text: list[float]) -> stats.Estimate:
+    """Mean over texts of (fine-tune - base) pseudo-loss on the same text, with its bootstrap interval."""
+    a, b = np.asarray(per_text, dtype=np.float64), np.asarray(base_per_text, dtype=np.float64)
+    if a.shape != b.shape:
+        raise UserError(
+            f"{a.size} vs {b.size} texts: the run and its base were not scored on the same sample"
+        )
+    ok = np.isfinite(a) & np.isfinite(b)
+    return stats.paired_bootstrap(a[ok], b[ok])
 
 
 def score(cfg) -> pd.DataFrame:
     if cfg.out is None:
         raise UserError("out=<dir> is required: where pseudoloss.parquet/.csv go")
+    validate_common(cfg)
     out = Path(cfg.out)
     targets = _targets(cfg)
     bases = {(t["base"], t["base_revision"]) for t in targets} or {(str(cfg.tuned), cfg.base_revision)}
-    rows = []
+    rows, texts = [], []
     for base, revision in sorted(bases, key=str):
         scorer, base_encoder = build_scorer(
             base,
             revision=revision,
             corpus=cfg.corpus,
+            fit_corpus=cfg.fit_corpus,
             scoring=cfg.scoring,
             probe=cfg.probe,
             cache_dir=Path(cfg.paths.cache_dir),
@@ -125,29 +154,33 @@ def score(cfg) -> pd.DataFrame:
         head = scorer.head_info["head"]
         common = {"base": base, "head": head, "corpus_digest": scorer.corpus_digest}
         ref_meta = {c: None for c in RUN_COLUMNS} | {"run": f"base:{base}", "model": base, "method": "base"}
-        ref = _score_part(
+        ref, ref_pt = _score_part(
             out / "parts" / f"base__{file_safe(base)}.json",
             {"base": base, "revision": revision, **scorer.settings},
             scorer,
             lambda e=base_encoder: e,
             ref_meta | common | {"eval_accuracy": None},
         )
-        ref["forgetting"] = 0.0
+        ref |= {"forgetting": 0.0, "forgetting_low": 0.0, "forgetting_high": 0.0}
         rows.append(ref)
+        texts += [{"run": ref["run"], "text": i, "pseudo_loss": v} for i, v in enumerate(ref_pt)]
         for t in (t for t in targets if (t["base"], t["base_revision"]) == (base, revision)):
-            row = _score_part(
+            row, pt = _score_part(
                 out / "parts" / f"{t['name']}.json",
                 {**t["source"], "base": base, **scorer.settings},
                 scorer,
                 t["load"],
                 t["meta"] | common | {"eval_accuracy": t["eval_accuracy"]},
             )
-            row["forgetting"] = row["pseudo_loss"] - ref["pseudo_loss"]
+            est = paired_forgetting(pt, ref_pt)
+            row |= {"forgetting": est.mean, "forgetting_low": est.low, "forgetting_high": est.high}
             rows.append(row)
+            texts += [{"run": row["run"], "text": i, "pseudo_loss": v} for i, v in enumerate(pt)]
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     atomic_write_json(
         out / "provenance.json", provenance.collect(config=OmegaConf.to_container(cfg, resolve=True))
     )
+    write_table(pd.DataFrame(texts, columns=["run", "text", "pseudo_loss"]), out / "pseudoloss_texts")
     write_table(df, out / "pseudoloss")
     return df
 
@@ -156,7 +189,8 @@ def score(cfg) -> pd.DataFrame:
 @user_errors_exit
 def main(cfg: DictConfig) -> None:
     df = score(cfg)
-    cols = ["run", "method", "rank", "pseudo_loss", "forgetting", "eval_accuracy", "head"]
+    cols = ["run", "method", "rank", "pseudo_loss", "forgetting", "forgetting_low", "forgetting_high",
+            "eval_accuracy", "head"]  # fmt: skip
     print(df[cols].to_string(index=False))
     print(f"wrote {Path(cfg.out) / 'pseudoloss.parquet'} (+ .csv)")
 

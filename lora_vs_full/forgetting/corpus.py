@@ -12,6 +12,11 @@ are optionally detokenized (WikiText's `` @-@ `` / `` , `` spacing undone so the
 tokenizer saw in pre-training), lines with fewer than ``min_words`` or more than ``max_words``
 whitespace-separated words are dropped, then ``n_texts`` lines are drawn without replacement and kept in
 corpus order. Truncation to the model's sequence length happens later, at tokenization.
+
+Held-out fitting (the probe MLM head, ``mlm_head.py``): :func:`load_fit_texts` draws the head's training
+lines from a SECOND source (WikiText-2 *valid* when the scored lines are WikiText-2 *test*) and drops every
+line whose :func:`text_hash` is among the scored lines' -- with one source for both it is the disjoint
+remainder of that source. :func:`check_disjoint` is the guard the fit calls: any shared line is an error.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import hashlib
 import json
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from lora_vs_full.errors import UserError
@@ -117,6 +122,44 @@ def load_texts(spec: CorpusSpec) -> list[str]:
         idx = sorted(random.Random(spec.seed).sample(range(len(kept)), spec.n_texts))
         kept = [kept[i] for i in idx]
     return kept
+
+
+def text_hash(text: str) -> str:
+    """Identity of one line for the disjointness check: sha256 of its whitespace-normalised text, 16 hex."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
+
+
+def check_disjoint(fit, scored) -> None:
+    """UserError when any scored line is also a fit line. ``fit``/``scored``: texts or :func:`text_hash` values
+    (a 16-hex string is taken as a hash) -- a probe head that saw a scored line would flatter the base."""
+
+    def hashes(xs):
+        return {x if re.fullmatch(r"[0-9a-f]{16}", x) else text_hash(x) for x in xs}
+
+    shared = hashes(fit) & hashes(scored)
+    if shared:
+        raise UserError(
+            f"{len(shared)} scored line(s) are also in the probe head's fit text; fit the head on disjoint "
+            "text (fit_text_file=<another file>, e.g. wiki.valid.raw, or leave it null to use the rest of "
+            "text_file)"
+        )
+
+
+def load_fit_texts(spec: CorpusSpec, scored: list[str]) -> list[str]:
+    """The probe head's fit lines: ``spec``'s qualifying lines minus every scored line (by :func:`text_hash`),
+    ``spec.n_texts`` of them drawn with ``spec.seed``; disjoint from ``scored`` by construction and checked."""
+    held = {text_hash(t) for t in scored}
+    pool = [t for t in load_texts(replace(spec, n_texts=10**9)) if text_hash(t) not in held]
+    if not pool:
+        raise UserError(
+            "no probe-head fit text is left once the scored lines are removed; pass fit_text_file=<another "
+            "file> (e.g. WikiText-2 wiki.valid.raw) or lower corpus.n_texts"
+        )
+    if len(pool) > spec.n_texts:
+        idx = sorted(random.Random(spec.seed).sample(range(len(pool)), spec.n_texts))
+        pool = [pool[i] for i in idx]
+    check_disjoint(pool, scored)
+    return pool
 
 
 def corpus_digest(spec: CorpusSpec, texts: list[str]) -> str:

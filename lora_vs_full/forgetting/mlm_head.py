@@ -3,9 +3,14 @@
 * ``pretrained``: ``AutoModelForMaskedLM.from_pretrained(base)`` and keep everything that is not the encoder
   body (RoBERTa's ``lm_head``, BERT's ``cls``, DistilBERT's vocab_* layers, in registration order). A base
   whose checkpoint has no head weights (transformers would silently initialise them at random) has none.
+  A base whose pre-training was masked-LM and whose release ships the head (RoBERTa family, or a config
+  naming a ``*ForMaskedLM`` / ``*ForPreTraining`` architecture) MUST score with it: if the head does not
+  load, :func:`mlm_head_for` raises instead of falling back to a probe (a probe would be another yardstick).
 * ``probe`` (bases without a head, e.g. the offline MiniLM, a bare ``BertModel``): a BERT-style head
   ``dense(H, H) -> GELU -> LayerNorm -> decoder`` fitted on the FROZEN PRETRAINED encoder with the masked-LM
-  objective on the corpus sample. Decision: the decoder is TIED to the pretrained input word embeddings
+  objective on HELD-OUT text: lines disjoint from the scored ones (``corpus.load_fit_texts``), checked by
+  ``corpus.check_disjoint`` before fitting and again on every cache hit (the fit lines' hashes are stored in
+  the cached file), so a head that saw a scored line can never be used. Decision: the decoder is TIED to the pretrained input word embeddings
   (frozen, as in BERT's own head) with a trained bias -- H^2 + 2H + V trainable numbers instead of H*V, so a
   few hundred steps on a small sample fit it without memorising the sample. Masked positions are always
   replaced by the mask token (no 80/10/10), matching how the pseudo-loss queries the head.
@@ -25,6 +30,7 @@ import torch
 from torch import nn
 
 from lora_vs_full.errors import UserError
+from lora_vs_full.forgetting.corpus import check_disjoint, text_hash
 from lora_vs_full.forgetting.pseudoloss import eval_mode, resolve_device
 from lora_vs_full.records import file_safe
 from lora_vs_full.storage import atomic_write_with
@@ -79,6 +85,26 @@ def pretrained_head(base: str, *, revision: str | None = None) -> nn.Module | No
     return (heads[0][1] if len(heads) == 1 else nn.Sequential(*(m for _, m in heads))).eval()
 
 
+# Families pre-trained with masked-LM whose public checkpoints ship the MLM head (PAPER.md: RoBERTa).
+MLM_HEAD_FAMILIES = ("roberta", "xlm-roberta", "camembert")
+
+
+def head_required(base: str, *, revision: str | None = None) -> bool:
+    """True when ``base`` should come with a pretrained MLM head (module docstring)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(base, revision=revision)
+    except OSError as exc:
+        raise UserError(
+            f"cannot load base model {base!r} ({exc.__class__.__name__}); check the path or Hub id"
+        ) from None
+    archs = getattr(config, "architectures", None) or []
+    return config.model_type in MLM_HEAD_FAMILIES or any(
+        a.endswith(("ForMaskedLM", "ForPreTraining")) for a in archs
+    )
+
+
 def probe_path(cache_dir: str | Path, base: str, settings: ProbeSettings, corpus_digest: str) -> Path:
     """``<cache_dir>/mlm_probe/<base name>-<hash>.safetensors``; the hash covers base, settings, corpus."""
     key = json.dumps(
@@ -114,9 +140,12 @@ def _mlm_batches(tokenizer, texts, settings: ProbeSettings, generator: torch.Gen
 
 
 def fit_probe_head(
-    encoder: nn.Module, tokenizer, texts, settings: ProbeSettings, *, device=None
+    encoder: nn.Module, tokenizer, texts, settings: ProbeSettings, *, scored, device=None
 ) -> ProbeMLMHead:
-    """Fit a :class:`ProbeMLMHead` on the frozen ``encoder`` (PRETRAINED weights) with masked-LM on ``texts``."""
+    """Fit a :class:`ProbeMLMHead` on the frozen ``encoder`` (PRETRAINED weights) with masked-LM on ``texts``.
+
+    ``scored``: the lines the head will score; UserError if any of them is in ``texts`` (held-out rule)."""
+    check_disjoint(texts, scored)
     device = resolve_device(device)
     torch.manual_seed(settings.seed)  # the head's initialisation
     head = ProbeMLMHead(encoder.get_input_embeddings().weight).to(device)
@@ -147,27 +176,43 @@ def probe_head(
     texts,
     settings: ProbeSettings,
     *,
+    scored,
     base: str,
     corpus_digest: str,
     cache_dir: str | Path,
     device=None,
 ) -> tuple[ProbeMLMHead, dict]:
-    """Load the cached probe for (base, settings, corpus) or fit and cache it. ``encoder`` = PRETRAINED body.
+    """Load the cached probe for (base, settings, fit corpus) or fit and cache it. ``encoder`` = PRETRAINED body.
 
-    Returns ``(head, {"head": "probe", "path": str, "fitted": bool})``; ``fitted`` is False on a cache hit.
+    ``texts``: the fit lines; ``scored``: the lines it will score (disjoint from ``texts``, checked on a fit
+    AND on a cache hit against the fit-line hashes stored in the file); ``corpus_digest``: the fit sample's.
+    Returns ``(head, {"head": "probe", "path": str, "fitted": bool, "n_fit_texts": int})``.
     """
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     path = probe_path(cache_dir, base, settings, corpus_digest)
     if path.is_file():
+        with safe_open(str(path), framework="pt") as f:
+            fit_hashes = json.loads((f.metadata() or {}).get("fit_hashes", "null") or "null")
+        if fit_hashes is None:
+            raise UserError(f"cached probe head {path} records no fit lines; delete it so it is refitted")
+        check_disjoint(fit_hashes, scored)
         head = ProbeMLMHead(encoder.get_input_embeddings().weight)
         head.load_state_dict(load_file(path))
-        return head.eval(), {"head": "probe", "path": str(path), "fitted": False}
-    head = fit_probe_head(encoder, tokenizer, texts, settings, device=device)
+        info = {"head": "probe", "path": str(path), "fitted": False, "n_fit_texts": len(fit_hashes)}
+        return head.eval(), info
+    texts = list(texts)
+    head = fit_probe_head(encoder, tokenizer, texts, settings, scored=scored, device=device)
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    meta = {"base": str(base), "settings": json.dumps(asdict(settings)), "corpus": corpus_digest}
+    meta = {
+        "base": str(base),
+        "settings": json.dumps(asdict(settings)),
+        "corpus": corpus_digest,
+        "fit_hashes": json.dumps([text_hash(t) for t in texts]),
+    }
     atomic_write_with(path, lambda p: save_file(tensors, str(p), metadata=meta))
-    return head, {"head": "probe", "path": str(path), "fitted": True}
+    return head, {"head": "probe", "path": str(path), "fitted": True, "n_fit_texts": len(texts)}
 
 
 def mlm_head_for(
@@ -177,6 +222,7 @@ def mlm_head_for(
     texts,
     settings: ProbeSettings,
     *,
+    scored,
     corpus_digest: str,
     cache_dir: str | Path,
     revision: str | None = None,
@@ -184,12 +230,20 @@ def mlm_head_for(
 ) -> tuple[nn.Module, dict]:
     """The head to score ``base``'s fine-tunes with: pretrained if the base has one, else the probe.
 
-    ``encoder``: the PRETRAINED encoder body of ``base``. Returns ``(head, info)`` with ``info["head"]`` =
-    ``"pretrained"`` | ``"probe"``. UserError when the base has no head and ``settings.enabled`` is False.
+    ``encoder``: the PRETRAINED encoder body of ``base``; ``texts``: the probe's fit lines (disjoint from
+    ``scored``); ``corpus_digest``: the fit sample's digest. Returns ``(head, info)`` with ``info["head"]`` =
+    ``"pretrained"`` | ``"probe"``. UserError when a base that ships an MLM head (:func:`head_required`) has
+    none that loads, or when the base has no head and ``settings.enabled`` is False.
     """
     head = pretrained_head(base, revision=revision)
     if head is not None:
-        return head, {"head": "pretrained", "path": None, "fitted": False}
+        return head, {"head": "pretrained", "path": None, "fitted": False, "n_fit_texts": 0}
+    if head_required(base, revision=revision):
+        raise UserError(
+            f"base model {base!r} is masked-LM pre-trained but its MLM head did not load (no lm_head weights "
+            "in the checkpoint); point base at the full pretrained checkpoint (e.g. FacebookAI/roberta-base), "
+            "not an encoder-only export -- a probe head is not substituted for a pretrained one"
+        )
     if not settings.enabled:
         raise UserError(
             f"base model {base!r} has no pretrained MLM head and probe.enabled=false: set probe.enabled=true "
@@ -200,6 +254,7 @@ def mlm_head_for(
         tokenizer,
         texts,
         settings,
+        scored=scored,
         base=base,
         corpus_digest=corpus_digest,
         cache_dir=cache_dir,

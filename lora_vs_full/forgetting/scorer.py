@@ -2,18 +2,20 @@
 
 ``lvf-pseudoloss`` and ``lvf-intervene`` score many fine-tunes of one base with the SAME texts and the SAME
 head (the base's pretrained head or its cached probe), so differences between rows are the encoders' alone.
+A probe head is fitted on the ``fit_corpus`` lines, which never include a scored line (``corpus.py``): with
+``fit_corpus.text_file`` null and ``corpus.text_file`` set, the fit lines are the rest of that same file.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from torch import nn
 
 from lora_vs_full.errors import UserError
-from lora_vs_full.forgetting.corpus import CorpusSpec, corpus_digest, load_texts
-from lora_vs_full.forgetting.mlm_head import ProbeSettings, mlm_head_for
+from lora_vs_full.forgetting.corpus import CorpusSpec, corpus_digest, load_fit_texts, load_texts
+from lora_vs_full.forgetting.mlm_head import ProbeSettings, mlm_head_for, pretrained_head
 from lora_vs_full.forgetting.pseudoloss import encoder_of, pseudo_loss, resolve_device
 
 log = logging.getLogger(__name__)
@@ -68,30 +70,41 @@ def build_scorer(
     scoring,
     probe,
     cache_dir,
+    fit_corpus=None,
     device="auto",
     progress: bool = True,
 ) -> tuple[Scorer, nn.Module]:
-    """``(scorer, pretrained encoder of base)`` from the ``corpus`` / ``scoring`` / ``probe`` config nodes."""
+    """``(scorer, pretrained encoder of base)`` from the ``corpus`` / ``fit_corpus`` / ``scoring`` / ``probe``
+    config nodes (``fit_corpus`` None: the default node, i.e. the rest of the scored source)."""
     from transformers import AutoTokenizer
 
     spec = CorpusSpec.from_config(corpus)
     texts = load_texts(spec)
     digest = corpus_digest(spec, texts)
+    fit_spec = CorpusSpec.from_config(fit_corpus) if fit_corpus is not None else CorpusSpec()
+    if fit_spec.text_file is None and spec.text_file is not None:
+        fit_spec = replace(fit_spec, text_file=spec.text_file)  # one file: its non-scored lines
     settings = ProbeSettings(**dict(probe))
     device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(base, revision=revision)
     base_encoder = load_encoder(base, revision=revision)
-    head, info = mlm_head_for(
-        base,
-        base_encoder,
-        tokenizer,
-        texts,
-        settings,
-        corpus_digest=digest,
-        cache_dir=cache_dir,
-        revision=revision,
-        device=device,
-    )
+    pretrained = pretrained_head(base, revision=revision)
+    if pretrained is not None:
+        head, info = pretrained, {"head": "pretrained", "path": None, "fitted": False, "n_fit_texts": 0}
+    else:  # only now read the fit text (a headed base needs none)
+        fit_texts = load_fit_texts(fit_spec, texts) if settings.enabled else []
+        head, info = mlm_head_for(
+            base,
+            base_encoder,
+            tokenizer,
+            fit_texts,
+            settings,
+            scored=texts,
+            corpus_digest=corpus_digest(fit_spec, fit_texts),
+            cache_dir=cache_dir,
+            revision=revision,
+            device=device,
+        )
     if info["head"] == "probe":
         what = "fitted and cached" if info["fitted"] else "cached"
         log.warning(
@@ -113,6 +126,7 @@ def build_scorer(
             "max_length": int(scoring.max_length),
             "head": info["head"],
             "probe": asdict(settings) if info["head"] == "probe" else None,
+            "probe_fit": info.get("path"),
         },
     )
     return scorer, base_encoder
