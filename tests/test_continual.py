@@ -6,6 +6,7 @@ here) is shared by most tests: it is first crashed at stage 2, then resumed.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -111,6 +112,12 @@ def test_sequence_completes_and_writes_tidy_tables(resumed):
     assert list(acc.drop_duplicates("stage").sort_values("stage").trained_task[1:]) == TASKS
     assert (acc.method == "lora").all() and (acc["rank"] == 2).all()
     assert acc.accuracy.between(0, 1).all()
+    # n_eval: the eval rows behind each accuracy (the gate's and the binomial interval's n)
+    n_eval = acc.drop_duplicates("eval_task").set_index("eval_task")["n_eval"].to_dict()
+    assert n_eval == {"synth_sentiment": 16, "synth_nli": 16, "sst2": 4}
+    # per-task max length measured over the rows used, capped by optim.max_length (24 here)
+    lengths = json.loads((resumed["run_dir"] / "data.json").read_text())["lengths"]
+    assert set(lengths) == set(TASKS) and all(0 < r["max_length"] <= 24 for r in lengths.values())
     intr = pd.read_csv(out / "continual_intruders.csv")
     assert set(["method", "rank", "stage", "k", "epsilon", "n_intruders"]) <= set(intr.columns)
     assert len(intr) == 4 * 51 and set(intr.k) == {10}
@@ -200,6 +207,7 @@ def test_lora_stage_merge_preserves_the_function(tiny_model_dir, monkeypatch, tm
 
     class NoData:
         train = eval = staticmethod(lambda task: None)
+        max_length = staticmethod(lambda task: 24)
 
     merged, _ = sequence.train_stage(model, cfg, "synth_nli", tok, NoData(), stage=1, family="bert",
                                      device="cpu", stage_dir=tmp_path, log=lambda _m: None)  # fmt: skip

@@ -25,6 +25,10 @@ class SequenceConfig:
     max_train_samples: int | None = None  # cap per task for the fine-tuning stage (seeded subset)
     max_eval_samples: int | None = None  # cap per task for the probe's eval set
     data_dir: str | None = None  # original release files; None = Hugging Face Hub
+    allow_substitutes: bool = False  # local files: accept a documented substitute (recorded in data.json)
+    # Per-task max length = the longest tokenised input among the rows used, capped by optim.max_length
+    # (so no SIQA answer / WinoGrande option is cut); false = optim.max_length for every task.
+    auto_max_length: bool = True
 
 
 @dataclass
@@ -33,6 +37,12 @@ class ProbeSchema:  # the Hydra-side twin of continual.probe.ProbeConfig (which 
     lr: float = 1e-3
     batch_size: int = 32
     train_samples: int = 1000  # rows of the task's train split the head is fitted on
+
+
+@dataclass
+class GateSchema:  # the learned-stage gate (continual.summary.Gate); judges runs, does not change them
+    min_gain: float = 0.05  # at least 5 accuracy points over the pre-stage probe ...
+    z: float = 1.645  # ... or z x the binomial SE of the pre-stage accuracy, if larger (one-sided 95 %)
 
 
 @dataclass
@@ -53,6 +63,7 @@ class ContinualConfig:
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     probe: ProbeSchema = field(default_factory=ProbeSchema)
     spectral: SpectralSchema = field(default_factory=SpectralSchema)
+    gate: GateSchema = field(default_factory=GateSchema)
     seed: int = 42
     device: str = "auto"
     out: str = "results/continual"  # tables at <out>/continual.*; one run directory per method under it
@@ -60,7 +71,7 @@ class ContinualConfig:
 
 
 # Keys that define a run's results; a resume must match them exactly. Paths, device and overwrite
-# only say where/how it runs.
+# only say where/how it runs; the gate only judges the results (recomputed from the tables).
 IDENTITY_KEYS = ("model", "method", "optim", "sequence", "probe", "spectral", "seed")
 
 
@@ -117,7 +128,16 @@ def validate(cfg: DictConfig) -> tuple[str, ...]:
     )
     validate_train(view)
     probe_config(cfg)  # UserError on a bad probe budget
+    gate(cfg)  # UserError on a bad gate
     return tasks
+
+
+def gate(cfg: DictConfig):
+    """The learned-stage gate as a validated :class:`~lora_vs_full.continual.summary.Gate`."""
+    from lora_vs_full.continual.summary import Gate
+
+    g = cfg.get("gate") or {}
+    return Gate(min_gain=float(g.get("min_gain", 0.05)), z=float(g.get("z", 1.645)))
 
 
 def probe_config(cfg: DictConfig):

@@ -25,6 +25,7 @@ ACCURACY_COLUMNS = (
     "trained_task",
     "eval_task",
     "accuracy",
+    "n_eval",
 )
 INTRUDER_COLUMNS = ("run", "model", "method", "rank", "seed", "stage", "trained_task", "k", "epsilon",
                     "n_intruders")  # fmt: skip
@@ -43,7 +44,9 @@ def write_run_tables(run_dir: Path, cfg: DictConfig) -> None:
     for done in sorted(run_dir.glob(f"stage*/{DONE_FILE}"), key=lambda p: int(p.parent.name[5:])):
         rec = read_json(done)
         base = {**meta, "stage": rec["stage"], "trained_task": rec["trained_task"]}
-        acc_rows += [{**base, "eval_task": t, "accuracy": a} for t, a in rec["probe_accuracy"].items()]
+        n_eval = rec.get("n_eval") or {}
+        acc_rows += [{**base, "eval_task": t, "accuracy": a, "n_eval": n_eval.get(t, pd.NA)}
+                     for t, a in rec["probe_accuracy"].items()]  # fmt: skip
         intr_rows += [{**base, **row} for row in rec["intruders"]]
     write_table(_typed(pd.DataFrame(acc_rows, columns=ACCURACY_COLUMNS)), run_dir / "continual")
     write_table(_typed(pd.DataFrame(intr_rows, columns=INTRUDER_COLUMNS)), run_dir / "continual_intruders")
@@ -52,6 +55,8 @@ def write_run_tables(run_dir: Path, cfg: DictConfig) -> None:
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     df["rank"] = df["rank"].astype("Int64")  # NA for full fine-tuning
     df["trained_task"] = df["trained_task"].astype("string")  # NA at stage 0 (the pretrained baseline)
+    if "n_eval" in df.columns:
+        df["n_eval"] = df["n_eval"].astype("Int64")  # eval rows behind each accuracy (binomial interval)
     return df
 
 

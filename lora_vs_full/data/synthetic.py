@@ -9,6 +9,11 @@ tests can fine-tune a small pretrained encoder and actually move its weights.
 - ``synth_nli`` (pair, entailment 0 / neutral 1 / contradiction 2): the premise says who did what where;
   the hypothesis restates it (entailment), negates it (contradiction) or talks about someone/something the
   premise says nothing about (neutral). The label depends on comparing the two sentences, not on one word.
+- ``synth_order`` (pair, consistent 0 / inconsistent 1): the premise orders two people by a relation
+  ("anna arrived before ben"), the hypothesis restates the order with the same or the inverse relation
+  and the same or swapped people ("ben arrived after anna" -> consistent). Both labels use exactly the
+  same words, so a bag-of-words (or mean-pooled) representation cannot tell them apart: the label lives
+  in word ORDER, which the pretrained probe does not read and fine-tuning has to learn.
 
 Sizes are fixed (train 4,000 / eval 800), labels exactly balanced, and eval texts never occur in train.
 """
@@ -114,7 +119,27 @@ def _nli(rng: random.Random, label: int) -> dict:
     return {"text": premise, "text_pair": hyp, "label": label}
 
 
-_GENERATORS = {"synth_sentiment": (_sentiment, 2), "synth_nli": (_nli, 3)}
+# (relation, inverse relation): "x <rel> y" says the same as "y <inverse> x".
+_RELATIONS = (
+    ("arrived before", "arrived after"), ("is taller than", "is shorter than"),
+    ("is older than", "is younger than"), ("sat left of", "sat right of"),
+    ("finished ahead of", "finished behind"), ("is heavier than", "is lighter than"),
+)  # fmt: skip
+
+
+def _order(rng: random.Random, label: int) -> dict:
+    a, b = rng.sample(_NAMES, 2)
+    rel, inv = rng.choice(_RELATIONS)
+    if rng.random() < 0.5:
+        rel, inv = inv, rel
+    swapped = rng.random() < 0.5
+    # consistent iff swapping the people comes with the inverse relation; inconsistent: exactly one of them
+    inverse = swapped if label == 0 else not swapped
+    x, y = (b, a) if swapped else (a, b)
+    return {"text": f"{a} {rel} {b}.", "text_pair": f"{x} {inv if inverse else rel} {y}.", "label": label}
+
+
+_GENERATORS = {"synth_sentiment": (_sentiment, 2), "synth_nli": (_nli, 3), "synth_order": (_order, 2)}
 
 
 def _generate(name: str, n: int, rng: random.Random, exclude: set) -> list[dict]:

@@ -1,0 +1,337 @@
+"""What a continual run shows: the learned-stage gate, forgetting, intruders per stage, and the verdict.
+
+Pure functions of the tidy accuracy / intruder tables (:mod:`.tables`), so every number can be
+recomputed from committed CSVs. Definitions (issue 11; docs/continual.md):
+
+- **Gate.** Stage t trains task T_t. It *learned* T_t iff the probe accuracy on T_t right after stage t
+  beats the probe accuracy right before it (stage t-1) by at least
+  ``margin = max(min_gain, z * sqrt(p (1 - p) / n))`` with p the pre-stage accuracy and n the eval set
+  size: the larger of a fixed 5 points and a one-sided 95 % (z = 1.645) binomial standard error of the
+  pre-stage accuracy. A run that did not learn a stage cannot show forgetting of it.
+- **Learnable task.** A task no run learned (every method, every seed fails its gate) is treated as
+  not learnable by this model at this budget: reported, excluded from forgetting means, and it does not
+  disqualify runs. A task some run learned is learnable; a run that failed it is *not eligible*.
+- **Forgetting** of task i after stage t >= s_i (s_i = the stage that trained i):
+  ``acc_i(s_i) - acc_i(t)`` (probe accuracies; positive = forgotten).
+- **End forgetting** of a run: mean forgetting of its earlier learnable tasks (all but the last stage's)
+  at the last stage. Per method: mean over eligible seeds with a Student-t interval across seeds.
+- **Verdict** on the paper's v1 Fig. 8 claim ("low-rank LoRA forgets earlier tasks more than full FT;
+  higher ranks approach full FT"), from seed-paired differences of end forgetting with t intervals:
+  *supports* when (lowest rank - full) > 0 and (lowest rank - highest rank) > 0 are both
+  distinguishable; *contradicts* when (lowest rank - full) < 0 is; otherwise *cannot decide*.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lora_vs_full import stats
+from lora_vs_full.errors import UserError
+
+RUN_KEYS = ["run", "method", "rank", "seed"]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The learned-stage margin: ``max(min_gain, z * binomial SE of the pre-stage accuracy)``."""
+
+    min_gain: float = 0.05
+    z: float = 1.645
+
+    def __post_init__(self) -> None:
+        if not (0 <= float(self.min_gain) < 1):
+            raise UserError(f"gate.min_gain={self.min_gain!r} must be in [0, 1) (accuracy points, e.g. 0.05)")
+        if not float(self.z) >= 0:
+            raise UserError(f"gate.z={self.z!r} must be >= 0 (e.g. 1.645 for a one-sided 95 % margin)")
+
+    def margin(self, pre: float, n: int) -> float:
+        se = math.sqrt(max(pre * (1 - pre), 0.0) / n) if n > 0 else float("inf")
+        return max(float(self.min_gain), float(self.z) * se)
+
+    def describe(self) -> str:
+        return (f"gain >= max({self.min_gain:g}, {self.z:g} x binomial SE of the pre-stage accuracy on the "
+                "eval set)")  # fmt: skip
+
+
+def method_label(method, rank) -> str:
+    return "full FT" if method == "full" else f"LoRA r={int(rank)}"
+
+
+def method_key(method, rank) -> str:
+    """A key without spaces (summary.json paths, docs markers): ``full``, ``r1``, ``r64``."""
+    return "full" if method == "full" else f"r{int(rank)}"
+
+
+_KEY_OF_LABEL = lambda label: "full" if label == "full FT" else "r" + label.split("=")[1]  # noqa: E731
+
+
+def _label_order(df: pd.DataFrame) -> list[str]:
+    keys = df[["method", "rank"]].drop_duplicates()
+    keys = keys.assign(_o=[(0 if m == "full" else 1, -1 if pd.isna(r) else int(r)) for m, r in
+                           zip(keys["method"], keys["rank"], strict=True)])  # fmt: skip
+    return [method_label(m, r) for m, r in keys.sort_values("_o")[["method", "rank"]].itertuples(index=False)]
+
+
+def stage_gate(acc: pd.DataFrame, gate: Gate = Gate()) -> pd.DataFrame:
+    """One row per (run, stage >= 1): the trained task's probe accuracy before (stage t-1) and after
+    (stage t), the gain, the margin and ``learned``. ``acc`` needs RUN_KEYS, stage, trained_task,
+    eval_task, accuracy, n_eval."""
+    rows = []
+    for keys, run in acc.groupby("run", sort=True):
+        meta = run.iloc[0]
+        trained = run.dropna(subset=["trained_task"]).groupby("stage")["trained_task"].first()
+        for stage, task in trained.items():
+            before = run[(run["stage"] == stage - 1) & (run["eval_task"] == task)]
+            after = run[(run["stage"] == stage) & (run["eval_task"] == task)]
+            if before.empty or after.empty:
+                continue
+            pre, post, n = (
+                float(before["accuracy"].iloc[0]),
+                float(after["accuracy"].iloc[0]),
+                int(after["n_eval"].iloc[0]),
+            )
+            margin = gate.margin(pre, n)
+            rows.append({"run": keys, "method": meta["method"], "rank": meta["rank"], "seed": meta["seed"],
+                         "stage": int(stage), "trained_task": str(task), "pre": pre, "post": post,
+                         "gain": post - pre, "n_eval": n, "margin": margin,
+                         "learned": bool(post - pre >= margin - 1e-12)})  # fmt: skip
+    cols = [*RUN_KEYS, "stage", "trained_task", "pre", "post", "gain", "n_eval", "margin", "learned"]
+    out = pd.DataFrame(rows, columns=cols)
+    out["rank"] = out["rank"].astype("Int64")
+    return out
+
+
+def learnable_tasks(gates: pd.DataFrame) -> dict[str, bool]:
+    """task -> True if at least one run learned it (its gate passed)."""
+    return {str(t): bool(g["learned"].any()) for t, g in gates.groupby("trained_task")}
+
+
+def eligibility(gates: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: ``eligible`` (every learnable stage learned) and the ``reason`` when not."""
+    learnable = learnable_tasks(gates)
+    rows = []
+    for run, g in gates.groupby("run", sort=True):
+        bad = g[~g["learned"] & g["trained_task"].map(learnable)]
+        reason = "; ".join(f"stage {s} ({t}) not learned: gain {gain:+.3f} < margin {m:.3f}"
+                           for s, t, gain, m in bad[["stage", "trained_task", "gain", "margin"]].itertuples(index=False))  # fmt: skip
+        m = g.iloc[0]
+        rows.append({"run": run, "method": m["method"], "rank": m["rank"], "seed": m["seed"],
+                     "eligible": bad.empty, "reason": reason})  # fmt: skip
+    out = pd.DataFrame(rows, columns=[*RUN_KEYS, "eligible", "reason"])
+    out["rank"] = out["rank"].astype("Int64")
+    return out
+
+
+def forgetting_table(acc: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, task i, stage t >= s_i): ``forgetting = acc_i(s_i) - acc_i(t)``."""
+    rows = []
+    for run, r in acc.groupby("run", sort=True):
+        meta = r.iloc[0]
+        own = r.dropna(subset=["trained_task"]).groupby("trained_task")["stage"].first()
+        for task, s_i in own.items():
+            at = r[r["eval_task"] == task].set_index("stage")["accuracy"]
+            if s_i not in at.index:
+                continue
+            for t in sorted(x for x in at.index if x >= s_i):
+                rows.append({"run": run, "method": meta["method"], "rank": meta["rank"], "seed": meta["seed"],
+                             "eval_task": str(task), "trained_stage": int(s_i), "stage": int(t),
+                             "forgetting": float(at[s_i] - at[t])})  # fmt: skip
+    cols = [*RUN_KEYS, "eval_task", "trained_stage", "stage", "forgetting"]
+    out = pd.DataFrame(rows, columns=cols)
+    out["rank"] = out["rank"].astype("Int64")
+    return out
+
+
+def end_forgetting(acc: pd.DataFrame, gates: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: mean forgetting of its earlier LEARNABLE tasks at the last stage, + eligibility."""
+    learnable = learnable_tasks(gates)
+    f = forgetting_table(acc)
+    last = acc.groupby("run")["stage"].max()
+    elig = eligibility(gates).set_index("run")
+    rows = []
+    for run, g in f.groupby("run", sort=True):
+        T = int(last[run])
+        sel = g[
+            (g["stage"] == T)
+            & (g["trained_stage"] < T)
+            & g["eval_task"].map(lambda t: learnable.get(t, False))
+        ]
+        m = g.iloc[0]
+        rows.append({"run": run, "method": m["method"], "rank": m["rank"], "seed": m["seed"],
+                     "n_tasks": len(sel), "end_forgetting": float(sel["forgetting"].mean()) if len(sel) else np.nan,
+                     "eligible": bool(elig.loc[run, "eligible"]), "reason": elig.loc[run, "reason"]})  # fmt: skip
+    out = pd.DataFrame(rows, columns=[*RUN_KEYS, "n_tasks", "end_forgetting", "eligible", "reason"])
+    out["rank"] = out["rank"].astype("Int64")
+    return out
+
+
+def accuracy_intervals(acc: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, rank, stage, eval_task): mean probe accuracy over seeds with its t interval across
+    seeds, and the eval set's Wilson (binomial) interval around that mean."""
+    rows = []
+    for (method, rank, stage, task), g in acc.groupby(["method", "rank", "stage", "eval_task"], dropna=False):
+        est = stats.t_interval(g["accuracy"])
+        n = int(g["n_eval"].iloc[0])
+        b = stats.binomial(round(est.mean * n), n)
+        tt = g["trained_task"].dropna()
+        rows.append({"method": method, "rank": rank, "label": method_label(method, rank), "stage": int(stage),
+                     "trained_task": tt.iloc[0] if len(tt) else pd.NA, "eval_task": task,
+                     "accuracy": est.mean, "seed_low": est.low, "seed_high": est.high, "n_seeds": est.n,
+                     "binom_low": b.low, "binom_high": b.high, "n_eval": n})  # fmt: skip
+    out = pd.DataFrame(rows)
+    out["rank"] = out["rank"].astype("Int64")
+    return out.sort_values(["method", "rank", "eval_task", "stage"]).reset_index(drop=True)
+
+
+def intruders_per_stage(intr: pd.DataFrame, *, k: int = 10, epsilon: float = 0.5) -> pd.DataFrame:
+    """Per (method, rank, stage): intruders at (k, epsilon), mean over seeds with its t interval."""
+    sel = intr[(intr["k"] == k) & ((intr["epsilon"] - epsilon).abs() < 1e-9)]
+    if sel.empty:
+        raise UserError(f"no intruder rows at k={k}, epsilon={epsilon}: pick values from the run's grid")
+    rows = []
+    for (method, rank, stage), g in sel.groupby(["method", "rank", "stage"], dropna=False):
+        est = stats.t_interval(g["n_intruders"])
+        tt = g["trained_task"].dropna()
+        rows.append({"method": method, "rank": rank, "label": method_label(method, rank), "stage": int(stage),
+                     "trained_task": tt.iloc[0] if len(tt) else pd.NA, "k": k, "epsilon": epsilon,
+                     "n_intruders": est.mean, "low": est.low, "high": est.high, "n_seeds": est.n})  # fmt: skip
+    out = pd.DataFrame(rows)
+    out["rank"] = out["rank"].astype("Int64")
+    return out.sort_values(["method", "rank", "stage"]).reset_index(drop=True)
+
+
+def _est(e: stats.Estimate) -> dict:
+    f = lambda v: None if v is None or not np.isfinite(v) else round(float(v), 4)  # noqa: E731
+    return {"mean": f(e.mean), "low": f(e.low), "high": f(e.high), "n": int(e.n)}
+
+
+def _paired(ends: pd.DataFrame, a: str, b: str) -> stats.Estimate:
+    """Seed-paired difference of end forgetting, label a minus label b, over seeds eligible in both."""
+    e = ends[ends["eligible"]].set_index(["label", "seed"])["end_forgetting"]
+    sa, sb = e.get(a, pd.Series(dtype=float)), e.get(b, pd.Series(dtype=float))
+    common = (
+        sorted(set(sa.index) & set(sb.index))
+        if a in e.index.get_level_values(0) and b in e.index.get_level_values(0)
+        else []
+    )
+    return stats.t_interval([float(sa[s] - sb[s]) for s in common])
+
+
+def summarize(acc: pd.DataFrame, intr: pd.DataFrame, gate: Gate = Gate(), *, k: int = 10,
+              epsilon: float = 0.5) -> dict:  # fmt: skip
+    """The headline numbers as one JSON-able dict (see the module docstring for every definition)."""
+    gates = stage_gate(acc, gate)
+    if gates.empty:
+        raise UserError("no complete fine-tuning stage in the tables: run the sequence first")
+    learnable = learnable_tasks(gates)
+    ends = end_forgetting(acc, gates)
+    ends["label"] = [method_label(m, r) for m, r in zip(ends["method"], ends["rank"], strict=True)]
+    ips = intruders_per_stage(intr, k=k, epsilon=epsilon)
+    labels = _label_order(acc)
+    methods = {}
+    for label in labels:
+        e = ends[ends["label"] == label]
+        ok = e[e["eligible"]]
+        g = gates[[method_label(m, r) == label for m, r in zip(gates["method"], gates["rank"], strict=True)]]
+        ip = ips[ips["label"] == label]
+        methods[_KEY_OF_LABEL(label)] = {
+            "label": label, "runs": int(len(e)), "eligible_runs": int(len(ok)),
+            "excluded": {f"seed {int(s)}": r for s, r in e.loc[~e["eligible"], ["seed", "reason"]].itertuples(index=False)},
+            "end_forgetting": _est(stats.t_interval(ok["end_forgetting"])),
+            "end_forgetting_all_runs": _est(stats.t_interval(e["end_forgetting"])),
+            "stages_learned": f"{int(g['learned'].sum())}/{len(g)}",
+            "intruders_per_stage": {int(s): _est(stats.Estimate(m, lo, hi, n)) for s, m, lo, hi, n in
+                                    ip[["stage", "n_intruders", "low", "high", "n_seeds"]].itertuples(index=False)},
+        }  # fmt: skip
+    lora = [lab for lab in labels if lab != "full FT"]
+    comparisons, verdict, why = {}, "cannot decide", ""
+    if "full FT" not in labels or not lora:
+        why = "needs full FT and at least one LoRA rank"
+    else:
+        low, high = lora[0], lora[-1]
+        d_low = _paired(ends, low, "full FT")
+        comparisons[f"{_KEY_OF_LABEL(low)}_minus_full"] = _est(d_low)
+        d_high = _paired(ends, high, "full FT") if high != low else None
+        if d_high is not None:
+            comparisons[f"{_KEY_OF_LABEL(high)}_minus_full"] = _est(d_high)
+            d_lh = _paired(ends, low, high)
+            comparisons[f"{_KEY_OF_LABEL(low)}_minus_{_KEY_OF_LABEL(high)}"] = _est(d_lh)
+        if d_low.n < 2:
+            why = (f"{low} and full FT share {d_low.n} eligible seed(s); an interval needs >= 2 "
+                   "(a run with an unlearned stage cannot show forgetting of what it never learned)")  # fmt: skip
+        elif d_low.distinguishable() and d_low.mean > 0:
+            if d_high is not None and d_lh.n >= 2 and d_lh.distinguishable() and d_lh.mean > 0:
+                verdict, why = "supports", f"{low} forgets more than full FT and more than {high}"
+            else:
+                verdict = "supports"
+                why = (f"{low} forgets more than full FT; whether {high} approaches full FT cannot be "
+                       "decided from the intervals")  # fmt: skip
+        elif d_low.distinguishable() and d_low.mean < 0:
+            verdict, why = "contradicts", f"{low} forgets LESS than full FT"
+        else:
+            why = f"the interval of {low} - full FT contains 0"
+    return {
+        "gate": {"min_gain": gate.min_gain, "z": gate.z, "rule": gate.describe()},
+        "learnable_tasks": learnable,
+        "not_learnable": sorted(t for t, ok in learnable.items() if not ok),
+        "methods": methods,
+        "comparisons": comparisons,
+        "verdict": verdict,
+        "verdict_reason": why,
+        "intruders_at": {"k": k, "epsilon": epsilon},
+        "claim": "v1 Fig. 8: low-rank LoRA forgets earlier tasks more than full FT; higher ranks approach full FT",
+    }
+
+
+def _fmt(e: dict) -> str:
+    if e["mean"] is None:
+        return "n/a"
+    if e["low"] is None:
+        return f"{e['mean']:+.3f} (1 seed, no interval)"
+    return f"{e['mean']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]"
+
+
+def headline(summary: dict) -> str:
+    """The printed headline: per method end forgetting (eligible seeds), exclusions, the verdict."""
+    lines = [f"Learned-stage gate: {summary['gate']['rule']}."]
+    if summary["not_learnable"]:
+        lines.append("Not learnable at this budget (no run passed its gate; excluded from forgetting): "
+                     + ", ".join(summary["not_learnable"]) + ".")  # fmt: skip
+    lines.append("Mean forgetting of earlier tasks at the end (probe accuracy after own stage minus at the "
+                 "last stage; 95 % t interval across eligible seeds):")  # fmt: skip
+    for m in summary["methods"].values():
+        label = m["label"]
+        last = max(m["intruders_per_stage"]) if m["intruders_per_stage"] else None
+        intr = (
+            f"; intruders (k=10, eps=0.5) at the end {_fmt(m['intruders_per_stage'][last]).lstrip('+')}"
+            if last is not None
+            else ""
+        )
+        lines.append(f"  {label:<10} {_fmt(m['end_forgetting'])}  ({m['eligible_runs']}/{m['runs']} runs eligible, "
+                     f"stages learned {m['stages_learned']}){intr}")  # fmt: skip
+        for seed, reason in m["excluded"].items():
+            lines.append(f"    no forgetting conclusion from {label} {seed}: {reason}")
+    for name, e in summary["comparisons"].items():
+        lines.append(f"  difference {name.replace('_minus_', ' - ')} (seed-paired): {_fmt(e)}")
+    lines.append(
+        f"Paper claim ({summary['claim']}): {summary['verdict'].upper()} -- {summary['verdict_reason']}."
+    )
+    return "\n".join(lines)
+
+
+def headline_table(summary: dict) -> pd.DataFrame:
+    """One row per method: end forgetting (eligible seeds) and end-of-sequence intruders, with intervals."""
+    rows = []
+    for m in summary["methods"].values():
+        f = m["end_forgetting"]
+        last = max(m["intruders_per_stage"]) if m["intruders_per_stage"] else None
+        i = m["intruders_per_stage"][last] if last is not None else {"mean": None, "low": None, "high": None}
+        rows.append({"method": m["label"], "runs": m["runs"], "eligible_runs": m["eligible_runs"],
+                     "stages_learned": m["stages_learned"], "end_forgetting": f["mean"],
+                     "forgetting_low": f["low"], "forgetting_high": f["high"], "intruders_end": i["mean"],
+                     "intruders_low": i["low"], "intruders_high": i["high"]})  # fmt: skip
+    return pd.DataFrame(rows)

@@ -1,0 +1,180 @@
+"""v1 Fig. 8 (continual learning): run the preset's sequence for full FT and every LoRA rank x seed, then
+write the tables, the learned-stage gate, forgetting with intervals, intruders per stage and the verdict.
+
+    preset (conf/reproduce/fig8_<preset>.yaml)
+      -> results/runs/fig8-<preset>[-synthetic]/<method_tag>-seed<k>/   (lvf-continual, in-process, resumable)
+      -> results/tables/fig8-<preset>[-synthetic]/                       (small CSVs + summary.json)
+    experiments/fig8.py then draws from those tables.
+
+With ``data_dir`` the sequence is the paper's six real tasks (``data_tasks``); without, the synthetic
+``tasks``. Runs go seed-major (every method of seed 0, then seed 1, ...), so an interrupted reproduction
+leaves balanced seeds; rerunning resumes each run after its last complete stage (no stage is repeated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lora_vs_full.errors import UserError
+from lora_vs_full.reproduce import common
+from lora_vs_full.storage import atomic_write_json, read_json, write_table
+
+
+@dataclass
+class Fig8Preset:
+    """conf/reproduce/fig8_*.yaml."""
+
+    figure: str = "fig8"
+    preset: str = "offline"
+    paper: str = "v1 Fig. 8 (continual learning)"
+    experiment: str | None = "continual_offline"  # conf/experiment preset for lvf-continual
+    tasks: list[str] = field(default_factory=list)  # without DATA_DIR (synthetic)
+    data_tasks: list[str] = field(default_factory=list)  # with DATA_DIR: the paper's six, in order
+    ranks: list[int] = field(default_factory=list)
+    full: bool = True
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    gpu: bool = False
+    overrides: dict = field(default_factory=dict)  # extra lvf-continual overrides, key -> value
+    data_overrides: dict = field(default_factory=dict)  # ... only with DATA_DIR
+    synthetic_overrides: dict = field(default_factory=dict)  # ... only without
+    k: int = 10  # intruders reported per stage at (k, epsilon)
+    epsilon: float = 0.5
+
+
+def name(cfg, data_dir: str | None) -> str:
+    """``fig8-<preset>``; ``-synthetic`` when the sequence is the synthetic one (so a machine without the
+    data never overwrites the real-task tables)."""
+    synthetic = not data_dir and list(cfg.tasks) != list(cfg.data_tasks)
+    return f"fig8-{cfg.preset}" + ("-synthetic" if synthetic else "")
+
+
+def sweep(cfg, data_dir: str | None) -> list[list[str]]:
+    """The lvf-continual override lists of every run, seed-major."""
+    tasks = list(cfg.data_tasks if data_dir else cfg.tasks)
+    if len(tasks) < 2:
+        raise UserError(f"preset fig8_{cfg.preset} lists {len(tasks)} task(s){' for DATA_DIR' if data_dir else ''}: "
+                        "continual learning needs at least two")  # fmt: skip
+    if not cfg.seeds:
+        raise UserError(f"preset fig8_{cfg.preset}: seeds=[] -- give at least one seed (three for intervals)")
+    base = [f"out={common.runs_dir(name(cfg, data_dir))}", "sequence.tasks=[" + ",".join(tasks) + "]"]
+    if cfg.experiment:
+        base.insert(0, f"experiment={cfg.experiment}")
+    if data_dir:
+        base.append(f"sequence.data_dir={Path(data_dir).resolve()}")
+    base += common.to_overrides(cfg.overrides)
+    base += common.to_overrides(cfg.data_overrides if data_dir else cfg.synthetic_overrides)
+    methods = ([["method=full"]] if cfg.full else []) + [
+        ["method=lora", f"method.rank={int(r)}"] for r in cfg.ranks
+    ]
+    if not methods:
+        raise UserError(f"preset fig8_{cfg.preset}: no method (full=false and ranks=[])")
+    return [[*base, *m, f"seed={int(s)}"] for s in cfg.seeds for m in methods]
+
+
+def run_all(sweep_: list[list[str]], log=print) -> list[Path]:
+    """Run (or resume) every sequence; a failing one does not stop the others (listed at the end)."""
+    from lora_vs_full.continual import compose_continual, run_continual
+
+    done, failed = [], []
+    for overrides in sweep_:
+        shown = " ".join(
+            o for o in overrides if not o.startswith(("out=", "sequence.tasks=", "sequence.data_dir="))
+        )
+        try:
+            cfg = compose_continual(overrides)
+            log(f"$ lvf-continual {shown}")
+            done.append(run_continual(cfg, log=log))
+        except UserError as exc:
+            log(f"error: {exc}")
+            failed.append(f"[{shown}]: {exc}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(sweep_)} continual runs failed ({len(done)} completed): "
+                        + " | ".join(failed))  # fmt: skip
+    return done
+
+
+def lengths_table(run_dirs: list[Path]) -> pd.DataFrame:
+    """Per task: the chosen max length and the measured truncation (from the first run's data.json; every
+    run of a seed uses the same rows, other seeds' subsets are listed too)."""
+    rows = []
+    for d in run_dirs:
+        p = Path(d) / "data.json"
+        if not p.is_file():
+            continue
+        seed = read_json(Path(d) / "identity.json")["seed"]
+        for rec in read_json(p)["lengths"].values():
+            rows.append({"seed": seed, **rec})
+    df = pd.DataFrame(rows)
+    return df.drop_duplicates(subset=["seed", "task"]).reset_index(drop=True) if len(df) else df
+
+
+def write_tables(
+    out: Path, dest: Path, gate, *, k: int, epsilon: float, log=print
+) -> tuple[list[Path], dict]:
+    """Every committed table from the combined run tables under ``out``; returns (paths, summary)."""
+    from lora_vs_full import stats
+    from lora_vs_full.continual import summary as S
+    from lora_vs_full.continual.tables import collect_tables
+
+    acc, intr = collect_tables(out)
+    if acc["n_eval"].isna().any():
+        raise UserError(
+            f"{out} holds runs without n_eval (made before issue 11): rerun them with overwrite=true"
+        )
+    gates = S.stage_gate(acc, gate)
+    summary = S.summarize(acc, intr, gate, k=k, epsilon=epsilon)
+    elig = S.eligibility(gates)
+    per_run = acc.merge(gates[["run", "stage", "learned"]], on=["run", "stage"], how="left")
+    wilson = [
+        stats.binomial(round(a * n), int(n))
+        for a, n in zip(per_run["accuracy"], per_run["n_eval"], strict=True)
+    ]
+    per_run["binom_low"], per_run["binom_high"] = [w.low for w in wilson], [w.high for w in wilson]
+    paths = []
+    paths += write_table(per_run, dest / "accuracy_runs")
+    paths += write_table(S.accuracy_intervals(acc), dest / "accuracy")
+    paths += write_table(gates.merge(elig[["run", "eligible"]], on="run"), dest / "stages")
+    paths += write_table(S.forgetting_table(acc), dest / "forgetting")
+    paths += write_table(S.end_forgetting(acc, gates), dest / "end_forgetting")
+    paths += write_table(S.intruders_per_stage(intr, k=k, epsilon=epsilon), dest / "intruders")
+    paths += write_table(S.headline_table(summary), dest / "headline")
+    summary["headline"] = S.headline(summary)
+    paths.append(atomic_write_json(dest / "summary.json", summary))
+    for p in list(dest.glob("*.parquet")):  # committed tables are CSV only (exact, small, diffable)
+        p.unlink()
+    paths = [p for p in paths if Path(p).suffix != ".parquet"]
+    return paths, summary
+
+
+def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
+    """Run the preset's sequences (idempotent, resumable), write the tables, print the headline."""
+    from lora_vs_full.continual import compose_continual
+    from lora_vs_full.continual.config import gate as gate_of
+    from lora_vs_full.continual.lengths import describe
+
+    if cfg.gpu:
+        common.require_gpu(cfg.preset, "continual learning (six fine-tuning stages per run)")
+    plan = sweep(cfg, data_dir)
+    log(f"fig8 [{cfg.preset}{'' if data_dir else ', synthetic'}]: {len(plan)} runs "
+        f"({'full FT + ' if cfg.full else ''}LoRA r={list(cfg.ranks)} x seeds {list(cfg.seeds)})")  # fmt: skip
+    run_dirs = run_all(plan, log=log)
+    first = compose_continual(plan[0])
+    dest = common.tables_dir(name(cfg, data_dir))
+    dest.mkdir(parents=True, exist_ok=True)
+    paths, summary = write_tables(Path(first.out), dest, gate_of(first), k=int(cfg.k), epsilon=float(cfg.epsilon),
+                                  log=log)  # fmt: skip
+    lens = lengths_table(run_dirs)
+    if len(lens):
+        paths += [p for p in write_table(lens, dest / "lengths") if Path(p).suffix == ".csv"]
+        (dest / "lengths.parquet").unlink(missing_ok=True)
+        log("measured token lengths (rows of the first seed):")
+        for rec in lens[lens["seed"] == lens["seed"].iloc[0]].to_dict("records"):
+            log("  " + describe(rec))
+    paths.append(common.write_provenance(dest, preset=f"fig8_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs),
+                                         sequence=list(cfg.data_tasks if data_dir else cfg.tasks)))  # fmt: skip
+    log("\n" + summary["headline"])
+    log(f"tables: {dest}")
+    return paths
