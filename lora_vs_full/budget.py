@@ -89,6 +89,22 @@ class Plan:
             )
 
 
+def check_downloads(
+    nbytes: int | None, *, disk_gb: float | None, where: str | os.PathLike, what: str
+) -> None:
+    """Refuse before fetching when the Hub files of ``what`` alone exceed the disk budget / free space."""
+    if not nbytes:
+        return
+    free = free_disk(where)
+    limit = min(free, int(disk_gb * 1e9)) if disk_gb is not None else free
+    if nbytes > limit:
+        raise UserError(
+            f"{what} would download {gb(nbytes)} but only {gb(limit)} is allowed (budget.disk_gb={disk_gb}, "
+            f"{gb(free)} free at {Path(where)}); analyse fewer fine-tunes per pass (one manifest group at a "
+            "time with cleanup_downloads=true) or free disk"
+        )
+
+
 def free_disk(path: str | os.PathLike) -> int:
     """Free bytes on the filesystem that holds ``path`` (its nearest existing parent)."""
     p = Path(path).resolve()

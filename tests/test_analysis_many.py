@@ -289,3 +289,20 @@ def test_typed_config_fails_at_compose_time():
             compose_analyze(bad)
     cfg = compose_analyze(["ks=10", "epsilons=0.5", "cache=true"])
     assert list(cfg.ks) == [10] and list(cfg.epsilons) == [0.5] and cfg.cache == "True"
+
+
+def test_shipped_llama_manifest_parses_and_downloads_are_budgeted(tmp_path, monkeypatch):
+    from lora_vs_full import budget
+    from lora_vs_full.cli.analyze import manifest_path
+    from lora_vs_full.weights.manifest import read_manifest
+    from lora_vs_full.weights.resolve import hub_download_bytes
+
+    groups = read_manifest(manifest_path("fig5_llama"))
+    assert [g.base for g in groups] == ["meta-llama/Llama-2-7b-hf", "huggyllama/llama-7b"]
+    assert sum(len(g.fine_tunes) for g in groups) == 11
+    assert all(ft.meta["task"] and ft.meta["model"] for g in groups for ft in g.fine_tunes)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_download_bytes([("tloen/alpaca-lora-7b", None)]) is None  # offline: unknown, not 0
+    assert hub_download_bytes([(str(tmp_path), None)]) == 0  # local paths download nothing
+    with pytest.raises(UserError, match=r"would download 50\.0 GB but only 10\.0 GB is allowed"):
+        budget.check_downloads(50 * 10**9, disk_gb=10, where=tmp_path, what="the group")

@@ -47,6 +47,7 @@ from lora_vs_full.spectral import DEFAULT_EPSILONS, DEFAULT_KS, SVDCache, valida
 from lora_vs_full.storage import atomic_write_json, read_json, write_table
 from lora_vs_full.weights import find_runs, open_model, open_pair, open_tuned
 from lora_vs_full.weights.manifest import FineTune, Group, groups_from, read_manifest
+from lora_vs_full.weights.resolve import hub_download_bytes, remove_downloads
 
 log = logging.getLogger("lvf-analyze")
 
@@ -91,6 +92,7 @@ class AnalyzeConfig:
     cache: str = "auto"
     cache_storage: str = "float64"
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    cleanup_downloads: bool = False  # manifest / tuned list: delete a group's Hub downloads after its pass
     progress: bool = True
 
 
@@ -306,6 +308,13 @@ def analyze_groups(groups: list[Group], out: Path, *, cfg, **kw) -> list[Path]:
             todo.append((ft, part, source))
         if not todo:
             continue
+        specs = [(group.base, group.base_revision)] + [(ft.spec, ft.revision) for ft, _, _ in todo]
+        budget.check_downloads(
+            hub_download_bytes(specs),
+            disk_gb=cfg.budget.disk_gb,
+            where=out,
+            what=f"the group of {group.base}",
+        )
         base_src = open_model(group.base, group.base_revision)
         srcs = [open_tuned(base_src, ft.spec, ft.revision) for ft, _, _ in todo]
         for src in srcs:
@@ -326,6 +335,12 @@ def analyze_groups(groups: list[Group], out: Path, *, cfg, **kw) -> list[Path]:
             (part / "source.json").unlink(missing_ok=True)
             write_analysis(result, part, spectra_dir=out / SPECTRA_DIR)
             atomic_write_json(part / "source.json", source)
+        del base_src, srcs, results
+        if cfg.cleanup_downloads:
+            freed = remove_downloads([s for s, _ in specs])
+            log.info(
+                "cleanup_downloads: removed %.1f GB of Hub downloads of %s's group", freed / 1e9, group.base
+            )
     _combine(
         out,
         parts,
@@ -372,7 +387,7 @@ def run(cfg: DictConfig) -> AnalysisResult | list[Path]:
         if cfg.manifest and (cfg.base or cfg.tuned):
             raise UserError("give either manifest=<file> or base=... tuned=[...], not both")
         if cfg.manifest:
-            groups = read_manifest(str(cfg.manifest))
+            groups = read_manifest(manifest_path(str(cfg.manifest)))
             if cfg.meta.model or cfg.meta.task:
                 groups = [_with_columns(g, cfg.meta.model, cfg.meta.task) for g in groups]
         else:
@@ -407,6 +422,21 @@ def run(cfg: DictConfig) -> AnalysisResult | list[Path]:
     print(summary(result.intruders))
     print(f"wrote {out}/intruders.parquet")
     return result
+
+
+def manifest_path(spec: str) -> Path:
+    """A manifest file: an existing path, else ``<conf>/manifests/<spec>[.yaml]`` (shipped presets, e.g.
+    ``manifest=fig5_llama``)."""
+    p = Path(spec).expanduser()
+    if p.exists():
+        return p
+    for cand in (Path(CONFIG_DIR) / "manifests" / spec, Path(CONFIG_DIR) / "manifests" / f"{spec}.yaml"):
+        if cand.is_file():
+            return cand
+    shipped = sorted(q.stem for q in (Path(CONFIG_DIR) / "manifests").glob("*.yaml"))
+    raise UserError(
+        f"manifest={spec} is neither a file nor a shipped manifest ({', '.join(shipped) or 'none'})"
+    )
 
 
 def _with_columns(group: Group, model: str | None, task: str | None) -> Group:

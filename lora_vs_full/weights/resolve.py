@@ -54,6 +54,63 @@ def fetch(spec: str, revision: str | None = None) -> tuple[Path, str]:
     return path, f"{spec}@{commit}"
 
 
+def is_hub_spec(spec: str) -> bool:
+    """True when ``spec`` names a Hub repo rather than an existing local path."""
+    return (
+        not Path(spec).expanduser().exists()
+        and not spec.startswith((".", "/", "~"))
+        and bool(_HUB_ID.match(spec))
+    )
+
+
+def hub_download_bytes(specs: list[tuple[str, str | None]]) -> int | None:
+    """Bytes the Hub specs among ``specs`` would download (the files :func:`fetch` takes), from the Hub's
+    file listing; 0 when all are local, None when unknown (offline, gated, network). Files already in the
+    local HF cache are counted too: an upper bound."""
+    import os
+
+    hub = [(s, r) for s, r in specs if is_hub_spec(s)]
+    if not hub:
+        return 0
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        api, total = HfApi(), 0
+        for spec, rev in hub:
+            files = api.model_info(spec, revision=rev, files_metadata=True).siblings or []
+            st = [f for f in files if f.rfilename.endswith(".safetensors") and "/" not in f.rfilename]
+            if not st:
+                legacy = (
+                    "adapter_model.bin"
+                    if any(f.rfilename == "adapter_config.json" for f in files)
+                    else ".bin"
+                )
+                st = [f for f in files if f.rfilename.endswith(legacy) and "/" not in f.rfilename]
+            total += sum((f.size or 0) for f in st)
+        return total
+    except Exception:  # offline, gated, unknown id: the download itself will report it
+        return None
+
+
+def remove_downloads(specs: list[str]) -> int:
+    """Delete the local HF-cache revisions of the Hub repos among ``specs`` (``cleanup_downloads=true``);
+    returns the bytes freed. huggingface_hub's own cache scan and delete strategy, nothing hand-rolled."""
+    from huggingface_hub import scan_cache_dir
+
+    ids = {s for s in specs if is_hub_spec(s)}
+    if not ids:
+        return 0
+    info = scan_cache_dir()
+    revs = [r.commit_hash for repo in info.repos if repo.repo_id in ids for r in repo.revisions]
+    if not revs:
+        return 0
+    strategy = info.delete_revisions(*revs)
+    strategy.execute()
+    return strategy.expected_freed_size
+
+
 def resolve_dir(p: Path) -> Path:
     """A lvf-train run directory -> its final ``checkpoint/``; anything else unchanged."""
     if (p / "final.json").is_file() or ((p / "checkpoint").is_dir() and not (p / "config.json").exists()):
@@ -86,7 +143,12 @@ def open_tuned(base_src: WeightSource, tuned: str | Path, revision: str | None =
     """
     tuned_path, hub_identity = fetch(str(tuned), revision)
     tuned_path = resolve_dir(tuned_path)
-    if is_adapter_dir(tuned_path):
+    from lora_vs_full.weights.peft_merge import PeftMergedWeights, peft_variant
+
+    if is_adapter_dir(tuned_path) and peft_variant(tuned_path):  # DoRA, PiSSA, ...: PEFT merges in memory
+        tuned_src = PeftMergedWeights(base_src, tuned_path)
+        tuned_src.location = str(tuned)
+    elif is_adapter_dir(tuned_path):
         tuned_src: WeightSource = AdapterWeights(base_src, tuned_path)
         tuned_src.location = str(tuned)
         if hub_identity:
