@@ -22,6 +22,9 @@ ALPHA_POLICIES = ("2r", "fixed", "rslora")
 LR_RULES = ("alpha_product", "inv_sqrt_rank")
 TARGET_PRESETS = ("all_linear", "qv_only", "attn_only", "mlp_only")
 LORA_INITS = ("gaussian", "default")
+LORA_VARIANTS = ("lora", "dora", "pissa", "olora", "adalora", "vera", "loraplus")
+LORA_TRAIN = ("AB", "B_only")
+B_ONLY_VARIANTS = ("lora", "dora", "loraplus")  # the others re-initialise A/B from the weights or share A
 FULL_TRAINABLE = ("encoder_weights", "all_but_embeddings")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
 
@@ -62,6 +65,14 @@ class MethodConfig:
     targets: str = "all_linear"
     init: str = "gaussian"  # gaussian: A ~ N(0, 1/r^2), B = 0 (paper) | default: PEFT's Kaiming A
     dropout: float = 0.0
+    # PEFT variants of LoRA (models/methods.py; conf/method/<variant>.yaml sets these)
+    variant: str = "lora"  # lora | dora | pissa | olora | adalora | vera | loraplus
+    train: str = "AB"  # AB | B_only (A frozen at its random init: a fixed random projection)
+    loraplus_lr_ratio: float = 16.0  # LoRA+: lr(B) / lr(A)
+    adalora_init_r: int | None = None  # AdaLoRA's starting rank; null = ceil(1.5 r) (rank = the target)
+    adalora_tinit: float = 0.1  # AdaLoRA schedule as fractions of the run's steps: warm-up ...
+    adalora_tfinal: float = 0.2  # ... and final fine-tuning with the budget fixed
+    vera_d_initial: float = 0.1  # VeRA's initial d vector
 
 
 @dataclass
@@ -147,6 +158,18 @@ def validate(cfg: DictConfig) -> None:
         _check(m.lr_alpha_product > 0, f"method.lr_alpha_product={m.lr_alpha_product} must be > 0")
         _check(m.lr_rank1 > 0, f"method.lr_rank1={m.lr_rank1} must be > 0")
         _check(0 <= m.dropout < 1, f"method.dropout={m.dropout} must be in [0, 1)")
+        for key, allowed in (("variant", LORA_VARIANTS), ("train", LORA_TRAIN)):
+            _check(m[key] in allowed, f"unknown method.{key}={m[key]!r}: choose one of {', '.join(allowed)}")
+        _check(
+            m.train == "AB" or m.variant in B_ONLY_VARIANTS,
+            f"method.train=B_only does not apply to method.variant={m.variant}: use it with "
+            f"{', '.join(B_ONLY_VARIANTS)}",
+        )
+        _check(m.loraplus_lr_ratio >= 1, f"method.loraplus_lr_ratio={m.loraplus_lr_ratio} must be >= 1")
+        _check(
+            0 <= m.adalora_tinit and 0 <= m.adalora_tfinal and m.adalora_tinit + m.adalora_tfinal < 1,
+            f"method.adalora_tinit={m.adalora_tinit} + adalora_tfinal={m.adalora_tfinal} must be in [0, 1)",
+        )
     for key in ("batch_size", "eval_batch_size", "epochs", "max_length", "log_every_steps"):
         _check(o[key] >= 1, f"optim.{key}={o[key]} must be >= 1")
     for key in ("max_steps", "eval_every_steps", "checkpoint_every_steps"):

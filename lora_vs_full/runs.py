@@ -49,12 +49,17 @@ def method_tag(method_cfg) -> str:
         from lora_vs_full.models.methods import lora_alpha_and_lr
 
         alpha, _ = lora_alpha_and_lr(method_cfg)
-        tag = f"lora-r{int(method_cfg.rank)}-a{alpha:g}"
+        kind = method_cfg.get("variant", "lora") or "lora"  # a PEFT variant names its own directory
+        tag = f"{kind}-r{int(method_cfg.rank)}" + ("" if kind == "vera" else f"-a{alpha:g}")
         if method_cfg.alpha_policy == "rslora":
             tag += "-rslora"
         tag += f"-{method_cfg.targets}"
         if method_cfg.get("init", "gaussian") != "gaussian":
             tag += f"-init_{method_cfg.init}"
+        if method_cfg.get("train", "AB") != "AB":
+            tag += f"-{method_cfg.train}"
+        if kind == "loraplus":
+            tag += f"-ratio{float(method_cfg.loraplus_lr_ratio):g}"
     if method_cfg.get("lr") is not None:
         tag += f"-lr{float(method_cfg.lr):.3g}"
     return tag
@@ -81,10 +86,17 @@ def identity(cfg) -> dict:
         for k, v in c["task"].items()
         if k not in TASK_LOCATION_KEYS and not (k == "revision" and v is None)
     }
+    if isinstance(c.get("method"), dict):
+        c["method"] = {k: v for k, v in c["method"].items() if _ADDED_METHOD_DEFAULTS.get(k, ...) != v}
     if c["model"].get("builder"):  # a built/packaged model: its local path is machine-specific
         c["model"] = {k: v for k, v in c["model"].items() if k != "source"}
     return c
 
+
+# method keys added after runs were made (PEFT variants): at their default they are dropped from the identity,
+# so a run stored before they existed still matches its config
+_ADDED_METHOD_DEFAULTS = {"variant": "lora", "train": "AB", "loraplus_lr_ratio": 16.0, "adalora_init_r": None,
+                          "adalora_tinit": 0.1, "adalora_tfinal": 0.2, "vera_d_initial": 0.1}  # fmt: skip
 
 _diff = config_diff  # the shared comparison (lifecycle.py); kept under its old name for callers
 
@@ -209,7 +221,9 @@ def _execute_locked(cfg: DictConfig, run_dir: Path, *, log, progress: bool) -> d
     tokenizer = build.load_tokenizer(cfg.model)
     model = build.build_classifier(cfg.model, spec.num_labels)
     fam = targets.family(model.config.model_type)
-    model = methods.apply_method(model, cfg.method, family=fam)
+    from lora_vs_full.training.optim import total_steps
+
+    model = methods.apply_method(model, cfg.method, family=fam, total_steps=total_steps(len(train_ds), cfg.optim))
     lr = methods.method_lr(cfg.method, cfg.optim)
     summary = methods.trainable_summary(model)
     alpha = methods.lora_alpha_and_lr(cfg.method)[0] if cfg.method.name == "lora" else None
@@ -233,6 +247,7 @@ def _execute_locked(cfg: DictConfig, run_dir: Path, *, log, progress: bool) -> d
             run_dir=run_dir, log=log, tracker=tracker, progress=progress,
             save_fn=lambda dest: build.save_checkpoint(model, tokenizer, dest),
             state_every=cfg.get("save_state_every"), keep_states=int(cfg.get("keep_states") or 2),
+            make_optim=methods.optimizer_factory(cfg.method), on_step=methods.step_hook(model, cfg.method),
         )  # fmt: skip
     finally:
         if tracker is not None:
@@ -259,6 +274,9 @@ def _execute_locked(cfg: DictConfig, run_dir: Path, *, log, progress: bool) -> d
         "task": spec.name,
         "method": cfg.method.name,
         "method_tag": method_tag(cfg.method),
+        # PEFT variant (models/methods.py) and which LoRA factors trained; null for full FT
+        "variant": methods.variant(cfg.method) if cfg.method.name == "lora" else None,
+        "train": cfg.method.get("train", "AB") if cfg.method.name == "lora" else None,
         "rank": int(cfg.method.rank) if cfg.method.name == "lora" else None,
         "alpha": alpha,
         "use_rslora": cfg.method.name == "lora" and cfg.method.alpha_policy == "rslora",

@@ -155,6 +155,8 @@ def train(
     progress: bool = True,
     state_every: int | None = None,
     keep_states: int = 2,
+    make_optim: Callable | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict:
     """Train ``model`` in place with the recipe in ``optim_cfg``; returns a summary dict.
 
@@ -190,7 +192,8 @@ def train(
     forward = torch.compile(model) if fast["compile"] else model  # shares the parameters; eval stays eager
     scaler = torch.amp.GradScaler(device.type, enabled=fast["grad_scaler"])  # fp16 only; else a no-op
     lr = float(optim_cfg.lr if lr is None else lr)
-    optimizer = make_optimizer(model, lr, float(optim_cfg.weight_decay), fused=fast["fused_adamw"])
+    # make_optim: a method's own optimiser (LoRA+); on_step(step): after the step, grads alive (AdaLoRA)
+    optimizer = (make_optim or make_optimizer)(model, lr, float(optim_cfg.weight_decay), fused=fast["fused_adamw"])
     scheduler = make_scheduler(optimizer, steps, float(optim_cfg.warmup_ratio))
     params = [p for p in model.parameters() if p.requires_grad]
     t0, step, epoch, last_eval_step, window = time.perf_counter(), 0, 0, -1, []
@@ -276,6 +279,8 @@ def train(
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if on_step is not None:
+                    on_step(step)
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 window.append(loss.item())
