@@ -196,9 +196,23 @@ def full_set_padding(a) -> dict:
     return out
 
 
-def _table(rows: list[dict], a) -> list[dict]:
+def _ratio(rows: list[dict], num: tuple, den: tuple) -> float | None:
+    by = {(r["impl"], r["order"]): r["examples_per_s"] for r in rows}
+    return round(by[num] / by[den], 3) if num in by and den in by else None
+
+
+def _ratios(rows: list[dict]) -> dict:
+    named = {
+        "ours_grouped_vs_trainer_default": (("ours", "grouped"), ("trainer", "random")),
+        "ours_grouped_vs_trainer_grouped": (("ours", "grouped"), ("trainer", "grouped")),
+        "ours_random_vs_trainer_default": (("ours", "random"), ("trainer", "random")),
+    }
+    return {k: r for k, (num, den) in named.items() if (r := _ratio(rows, num, den)) is not None}
+
+
+def _table(rows: list[dict]) -> list[dict]:
+    """The BENCHMARKS.md table: one row per configuration (a pure function of the result file's rows)."""
     by = {(r["impl"], r["order"]): r for r in rows}
-    base = by.get(("trainer", "random"))
     names = {"ours": "our loop", "trainer": "PEFT + HF Trainer"}
     out = []
     for impl, order in CONFIGS:
@@ -206,9 +220,9 @@ def _table(rows: list[dict], a) -> list[dict]:
         if r is None:
             continue
         out.append({
-            "data": a.data, "configuration": f"{names[impl]}, {'length-grouped' if order == 'grouped' else 'random'}",
+            "configuration": f"{names[impl]}, {'length-grouped' if order == 'grouped' else 'random'}",
             "examples/s": r["examples_per_s"], "padded-token fraction": r["pad_fraction"],
-            "x Trainer default": round(r["examples_per_s"] / base["examples_per_s"], 2) if base else None,
+            "x Trainer default": _ratio(rows, (impl, order), ("trainer", "random")),
             "peak MiB": r["peak_mb"],
         })  # fmt: skip
     return out
@@ -243,10 +257,14 @@ def main() -> None:
     ap.add_argument(
         "--out", default="results/benchmarks", help="directory of train-<data>.json/.csv ('' = none)"
     )
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the .csv beside an existing result .json")
     ap.add_argument("--one", nargs=2, metavar=("IMPL", "ORDER"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         print(json.dumps(one(a, *a.one)))
+        return
+    if a.render:
+        write_csv(Path(a.render))
         return
     from lora_vs_full.errors import UserError
 
@@ -280,14 +298,7 @@ def main() -> None:
         r = rows[-1]
         print(f"  {impl:7} {order:7} {r['examples_per_s']:8.2f} examples/s  padded {r['pad_fraction']:.3f}  "
               f"({r['seconds']:.1f} {r['clock']} s, peak {r['peak_mb']:.0f} MiB)", flush=True)  # fmt: skip
-    table = _table(rows, a)
-    by = {(r["impl"], r["order"]): r["examples_per_s"] for r in rows}
-    ratios = {}
-    for name, num, den in (("ours_grouped_vs_trainer_default", ("ours", "grouped"), ("trainer", "random")),
-                           ("ours_grouped_vs_trainer_grouped", ("ours", "grouped"), ("trainer", "grouped")),
-                           ("ours_random_vs_trainer_default", ("ours", "random"), ("trainer", "random"))):  # fmt: skip
-        if num in by and den in by:
-            ratios[name] = round(by[num] / by[den], 3)
+    ratios = _ratios(rows)
     for k, v in ratios.items():
         print(f"  {k}: {v:.2f}x")
     try:
@@ -298,10 +309,8 @@ def main() -> None:
         print(f"  whole train split ({padding.get('rows')} rows): padded fraction random "
               f"{padding.get('pad_fraction_random')}, grouped {padding.get('pad_fraction_grouped')}")  # fmt: skip
     if a.out:
-        import pandas as pd
-
         from lora_vs_full.provenance import collect
-        from lora_vs_full.storage import atomic_write_json, atomic_write_text
+        from lora_vs_full.storage import atomic_write_json
 
         record = None
         if a.data != "random":
@@ -317,8 +326,19 @@ def main() -> None:
             "provenance": collect(),
         }  # fmt: skip
         atomic_write_json(stem.with_suffix(".json"), result)
-        atomic_write_text(stem.with_suffix(".csv"), pd.DataFrame(table).to_csv(index=False))
+        write_csv(stem.with_suffix(".json"))
         print(f"wrote {stem}.json and .csv")
+
+
+def write_csv(result_json: Path) -> Path:
+    """``train-<data>.csv`` beside ``train-<data>.json``: the table BENCHMARKS.md embeds."""
+    import pandas as pd
+
+    from lora_vs_full.storage import atomic_write_text
+
+    result = json.loads(result_json.read_text())
+    table = pd.DataFrame(_table(result["rows"]))
+    return atomic_write_text(result_json.with_suffix(".csv"), table.to_csv(index=False))
 
 
 if __name__ == "__main__":
