@@ -216,6 +216,59 @@ def dtype_study(args) -> None:
               f"differ {flips}/{cells}; headline (k=10, eps=0.5) f64 {head64} vs f32 {head32}")  # fmt: skip
 
 
+def storage_study(args) -> None:
+    """cache_storage=float32: the base's U and S stored in float32 (half the disk), the analysis in float64.
+    Agreement with exact float64 storage on the real MiniLM matrices; writes results/benchmarks/cache-storage.json."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from lora_vs_full.models.tiny import minilm_path
+    from lora_vs_full.spectral import SVD
+    from lora_vs_full.storage import atomic_write_json
+
+    g = torch.Generator().manual_seed(0)
+    with safe_open(str(minilm_path() / "model.safetensors"), framework="pt") as fh:
+        names = [
+            n
+            for n in fh.keys()
+            if ".encoder.layer." in f".{n}" and n.endswith("weight") and "LayerNorm" not in n
+        ]
+        weights = {n: fh.get_tensor(n) for n in names}
+    ei = DEFAULT_EPSILONS.index(0.5)
+    rows = {}
+    for kind in ("lora1", "lora8", "full"):
+        diff, flips, cells, head64, head32, share = 0.0, 0, 0, 0, 0, 0.0
+        for W0 in weights.values():
+            m, n = W0.shape
+            if kind == "full":
+                Wt = W0 + 0.02 * W0.std() * torch.randn(m, n, generator=g)
+            else:
+                r = int(kind[4:])
+                BA = torch.randn(m, r, generator=g) @ torch.randn(r, n, generator=g)
+                Wt = W0 + 0.3 * torch.linalg.matrix_norm(W0, 2) * BA / torch.linalg.matrix_norm(BA)
+            U, S, _ = thin_svd(W0, device="cpu")
+            exact = SVD(U, S, None)
+            stored = SVD(U.float().double(), S.float().double(), None)
+            kw = dict(ks=DEFAULT_KS, epsilons=DEFAULT_EPSILONS, sim_n=10, device="cpu")
+            a = analyze_matrix(W0, Wt, base_svd=exact, **kw)
+            b = analyze_matrix(W0, Wt, base_svd=stored, **kw)
+            diff = max(diff, float((a.max_cos - b.max_cos).abs().max()))
+            share = max(share, float((a.energy_share - b.energy_share).abs().max()))
+            flips += int((a.counts != b.counts).sum())
+            cells += a.counts.numel()
+            head64 += int(a.counts[9, ei])
+            head32 += int(b.counts[9, ei])
+        rows[kind] = {"max_abs_max_cos_diff": diff, "max_abs_energy_share_diff": share, "cells_differ": flips,
+                      "cells": cells, "headline_f64": head64, "headline_f32_storage": head32}  # fmt: skip
+        print(kind, json.dumps(rows[kind]))
+    out = Path("results/benchmarks/cache-storage.json")
+    atomic_write_json(out, {"command": "python benchmarks/bench_analysis.py --storage-study",
+                            "matrices": f"{len(weights)} all-MiniLM-L6-v2 encoder matrices", "results": rows})  # fmt: skip
+    print(f"wrote {out}")
+
+
 # ----------------------------------------------------------------------------------------- scale (7B shapes)
 LLAMA_LITE = {"q": ("self_attn.q_proj", (4096, 4096)), "down": ("mlp.down_proj", (4096, 11008))}
 # LLaMA-7B: 32 layers x (q, k, v, o at 4096x4096; gate, up at 11008x4096; down at 4096x11008). gate/up are
@@ -347,6 +400,30 @@ def scale_child(args) -> None:
     print("RESULT " + json.dumps(out))
 
 
+def write_scale_table(result: dict, csv_path) -> None:
+    """The side-by-side rows BENCHMARKS.md embeds (``<!-- lvf:table ... -->``), from the JSON result."""
+    import pandas as pd
+
+    from lora_vs_full.storage import atomic_write_with
+
+    largest = 8 * 4096 * 11008
+    rows = []
+    for side, key in (("one pass", "one_pass"), ("separate pair analyses", "separate")):
+        r = result[key]
+        rows.append({
+            "side": side,
+            "fine_tunes": len(result["fine_tunes"]),
+            "cpu_s": r["cpu_s"],
+            "wall_s": r["wall_s"],
+            "peak_rss_gib": round(r["peak_rss_bytes"] / 2**30, 2),
+            "analysis_rss_over_largest_f64": round((r["peak_rss_bytes"] - r["rss_before_bytes"]) / largest, 2),
+            "headline_k10_eps05": " / ".join(f"{k} {v}" for k, v in r["headline"].items()),
+            "energy_share_k10_eps05": " / ".join(f"{k} {v:.3f}" for k, v in r["energy_share"].items()),
+        })  # fmt: skip
+    df = pd.DataFrame(rows)
+    atomic_write_with(csv_path, lambda p: df.to_csv(p, index=False))
+
+
 def scale(args) -> None:
     import json
     import os
@@ -442,6 +519,7 @@ def scale(args) -> None:
     }
     out = Path(args.result)
     atomic_write_json(out, result)
+    write_scale_table(result, out.with_suffix(".csv"))
     flat = {k: v for k, v in result.items() if k != "provenance"}
     print(json.dumps(flat, indent=1))
     print(f"wrote {out}")
@@ -458,6 +536,8 @@ def main() -> None:
     p.add_argument(
         "--result", default="results/benchmarks/analysis-scale.json", help="llama-lite: result file"
     )
+    p.add_argument("--storage-study", action="store_true", help="cache_storage=float32 vs float64: counts")
+    p.add_argument("--table-only", action="store_true", help="llama-lite: rewrite the CSV from the JSON")
     p.add_argument("--div", type=int, default=1, help="llama-lite: divide the dimensions (smoke runs only)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-paths", default=None, help=argparse.SUPPRESS)
@@ -480,6 +560,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.child:
         return scale_child(args)
+    if args.storage_study:
+        return storage_study(args)
+    if args.shapes == "llama-lite" and args.table_only:
+        import json
+        from pathlib import Path
+
+        return write_scale_table(
+            json.loads(Path(args.result).read_text()), Path(args.result).with_suffix(".csv")
+        )
     if args.shapes == "llama-lite":
         return scale(args)
     dtype_study(args) if args.dtype_study else run(args)
