@@ -81,13 +81,17 @@ def fig5_table(
     df = figdata.pick(df, "run", runs, what="intruders table")
     df = figdata.pick(df, "task", tasks, what="intruders table")
     df = figdata.at_k(df, k)
-    figdata.check_one_run_per_seed(df)
+    # Public checkpoints (lvf-analyze tuned=[...] / manifest) carry no seed: each is its own curve, so two
+    # full fine-tunes of one base (the Alpaca pair) are drawn side by side instead of averaged.
+    per_checkpoint = bool(df["seed"].isna().all())
+    if not per_checkpoint:
+        figdata.check_one_run_per_seed(df)
     # Round the grid so 0.1 + 0.2-style float noise cannot split one epsilon into two groups.
     df = df.assign(epsilon=df["epsilon"].astype(float).round(6))
-    keys = [*figdata.CURVE_COLUMNS, "epsilon"]
+    keys = [*figdata.CURVE_COLUMNS, *(["run"] if per_checkpoint else []), "epsilon"]
     extra = {"n_random": ("n_random", "sum")} if metric == "count" and "n_random" in df.columns else {}
     per_run = (
-        df.groupby([*keys, "run"], dropna=False)
+        df.groupby(list(dict.fromkeys([*keys, "run"])), dropna=False)
         .agg(**{column: (column, agg)}, n_matrices=("matrix", "nunique"), **extra)
         .reset_index()
     )
@@ -104,6 +108,10 @@ def fig5_table(
         .reset_index()
     )
     curves = figdata.add_curve_labels(curves)
+    if per_checkpoint:  # same label for two checkpoints of one panel: name them by their Hub org / folder
+        dup = curves.duplicated(["model", "task", "label", "epsilon"], keep=False)
+        owner = curves["run"].astype(str).map(lambda r: r.strip("/").split("/")[0] if "/" in r else r)
+        curves.loc[dup, "label"] = curves.loc[dup, "label"] + " (" + owner[dup] + ")"
     cols = [
         *figdata.CURVE_COLUMNS,
         "label",

@@ -148,6 +148,14 @@ def test_tuned_list_and_manifest_then_fig5_draws(llama, tmp_path, capsys, monkey
     table = pd.read_csv(energy[2])
     assert table["energy_share"].between(0, 1).all() and "n_intruders" not in table.columns
 
+    # two full fine-tunes of one base (the Alpaca pair): two curves, named by their owner, not averaged
+    twin = intr[intr["method"] == "full"].assign(run="PKU-Alignment/alpaca-7b-reproduced")
+    twins = pd.concat(
+        [intr.assign(run=intr["run"].where(intr["method"] != "full", "chavinlo/alpaca-native")), twin]
+    )
+    labels = set(fig5.fig5_table(twins)["label"])
+    assert {"full FT (chavinlo)", "full FT (PKU-Alignment)"} <= labels
+
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
         f"groups:\n  - base: {llama['base']}\n    model: tiny-llama\n    fine_tunes:\n"
