@@ -402,6 +402,8 @@ def scale_child(args) -> None:
 
 def write_scale_table(result: dict, csv_path) -> None:
     """The side-by-side rows BENCHMARKS.md embeds (``<!-- lvf:table ... -->``), from the JSON result."""
+    from pathlib import Path
+
     import pandas as pd
 
     from lora_vs_full.storage import atomic_write_with
@@ -422,6 +424,46 @@ def write_scale_table(result: dict, csv_path) -> None:
         })  # fmt: skip
     df = pd.DataFrame(rows)
     atomic_write_with(csv_path, lambda p: df.to_csv(p, index=False))
+
+    # 7B extrapolation: measured per-matrix CPU seconds x LLaMA-7B's 32 layers x 7 matrices (4 of q's shape,
+    # 3 of down's), and the disk the budget module computes for the same shapes.
+    from lora_vs_full.budget import cache_bytes_for, output_bytes_for
+
+    ex = result["extrapolated"]
+    shapes = ([(4096, 4096)] * 4 + [(11008, 4096)] * 2 + [(4096, 11008)]) * LLAMA7B_LAYERS
+    grid = dict(n_cells=len(DEFAULT_KS) * len(DEFAULT_EPSILONS), sim_n=100, k_max=50)
+    rss = result["one_pass"]["peak_rss_bytes"] - result["one_pass"]["rss_before_bytes"]
+    lite = sum(m * n for m, n in result["matrices"].values())
+    rows7b = [
+        ("base decomposition, one 7B model", ex["per_model_base_s"] / 3600, "CPU h"),
+        ("one LoRA r=16 fine-tune against it", ex["per_lora_s"] / 3600, "CPU h"),
+        ("one full fine-tune against it", ex["per_full_s"] / 3600, "CPU h"),
+        ("preset (2 bases, 11 fine-tunes), one pass per base", ex["preset_one_pass_cpu_h"], "CPU h"),
+        ("preset, 11 separate pair analyses (no cache)", ex["preset_separate_cpu_h"], "CPU h"),
+        (
+            "base-SVD cache separate analyses would keep, float64",
+            cache_bytes_for(shapes, 8) / 1e9,
+            "GB per base",
+        ),
+        ("base-SVD cache, cache_storage=float32", cache_bytes_for(shapes, 4) / 1e9, "GB per base"),
+        ("base-SVD cache, one pass (cache=auto)", 0.0, "GB"),
+        ("outputs per fine-tune (full grid 50 k x 51 eps)", output_bytes_for(shapes, 1, **grid) / 1e9, "GB"),
+        ("synthetic LoRA r=16 adapter on disk, scaled to 7B", _scaled(result, "lora", lite) / 1e9, "GB"),
+        ("synthetic full fine-tune on disk (bf16), scaled to 7B", _scaled(result, "full", lite) / 1e9, "GB"),
+        ("peak analysis RSS measured, one pass", rss / 2**30, "GiB"),
+    ]
+    df7 = pd.DataFrame(rows7b, columns=["quantity", "value", "unit"]).assign(
+        value=lambda d: d["value"].round(2)
+    )
+    p7 = Path(csv_path).with_name(Path(csv_path).stem + "-7b.csv")
+    atomic_write_with(p7, lambda p: df7.to_csv(p, index=False))
+
+
+def _scaled(result: dict, kind: str, lite_params: int) -> float:
+    """Bytes of the synthetic fine-tune of ``kind`` scaled by 7B's analysed parameters / the lite model's."""
+    name = next(n for n in result["fine_tunes"] if n.startswith(kind))
+    per_layer = 4 * 4096 * 4096 + 3 * 4096 * 11008
+    return result["disk_bytes"][name] * LLAMA7B_LAYERS * per_layer / lite_params
 
 
 def scale(args) -> None:

@@ -1,14 +1,16 @@
 """A (pretrained, fine-tuned) pair of weight sources -> tidy intruder / matrix tables + spectra for plots.
 
-:func:`analyze_pair` streams the analysed matrices ONE at a time (peak memory = a small multiple of the
-largest matrix, whatever the model size), decomposes each W0 through the base-SVD cache (keyed by the
-base's identity and the tensor key) and calls :func:`lora_vs_full.spectral.analyze_matrix`. Conventions
+:func:`analyze_many` streams the analysed matrices ONE at a time (peak memory = a small multiple of the
+largest matrix, whatever the model size): per matrix it reads W0 once, decomposes it once (through the
+base-SVD cache when one is given, else in memory only) and compares every fine-tune's matrix with it via
+:func:`lora_vs_full.spectral.analyze_matrix` -- so N fine-tunes of one 7B base cost one base decomposition
+and no disk cache. :func:`analyze_pair` is the same with one fine-tune. Conventions
 are the spectral package's: W is ``nn.Linear.weight`` (d_out, d_in), LEFT singular vectors, |cos|, max
 over all pretrained vectors, top-k tuned vectors; for LoRA W_t is the merged W0 + s B A.
 
 :func:`write_analysis` lays a result out as (``records.py`` holds the column contract)::
 
-    <out>/intruders.{parquet,csv}   one row per matrix x k x epsilon    (written LAST)
+    <out>/intruders.{parquet,csv}   one row per matrix x k x epsilon    (written LAST), counts + scale metrics
     <out>/matrices.{parquet,csv}    one row per matrix
     <out>/spectra/<file_safe(name)>.safetensors   "{matrix}.similarity|max_cos|sigma_base|sigma_tuned"
     <out>/provenance.json           inputs, analysis config, cache counters, versions, git state
