@@ -193,7 +193,15 @@ def execute(cfg: DictConfig, *, log=_log.info, progress: bool = True) -> dict:
         log(f"skipping: {run_dir} is already complete with the same config")
         return read_final(run_dir)
     with locked(run_dir, "run directory"):
-        return _execute_locked(cfg, run_dir, log=log, progress=progress)
+        fresh = not run_dir.exists()
+        try:
+            return _execute_locked(cfg, run_dir, log=log, progress=progress)
+        except UserError:
+            from lora_vs_full.training.resume import has_state
+
+            if fresh and not is_complete(run_dir) and not has_state(run_dir):
+                shutil.rmtree(run_dir, ignore_errors=True)  # bad input (data, model) leaves nothing behind
+            raise
 
 
 def _execute_locked(cfg: DictConfig, run_dir: Path, *, log, progress: bool) -> dict:

@@ -66,6 +66,27 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_writable(directory: str | os.PathLike, what: str = "out") -> Path:
+    """Prove that ``directory`` can be created and written, BEFORE hours of work, leaving nothing behind.
+
+    A read-only location, a file in the way or a full disk is a one-line UserError naming ``what``."""
+    directory = Path(directory)
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what}={directory} is not writable: {existing} is a file, not a directory; choose "
+                        "another location")  # fmt: skip
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        err = fs_error(exc, directory)
+        raise (UserError(f"{what}={directory} is not writable ({err})") if isinstance(err, UserError) else exc) from None
+    return directory
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     ensure_dir(path.parent)

@@ -90,6 +90,17 @@ def compose_error_line(ex: BaseException) -> str | None:
     return None
 
 
+def _fs_line(ex: BaseException) -> str | None:
+    """One line for a filesystem refusal (read-only or missing location, a file in the way, a full disk)
+    that escaped a command, e.g. Hydra creating its run directory under an unwritable paths.results_dir."""
+    if not isinstance(ex, OSError):
+        return None
+    from lora_vs_full.storage import fs_error
+
+    err = fs_error(ex, ex.filename or "the output location")
+    return None if err is ex else str(err)
+
+
 def _install_compose_errors() -> None:
     """Make Hydra's composition errors one ``error:`` line with exit status 2 (HYDRA_FULL_ERROR=1 keeps
     Hydra's full report). Wraps ``hydra._internal.utils.run_and_report``, which ``hydra.main`` calls."""
@@ -106,7 +117,7 @@ def _install_compose_errors() -> None:
             try:
                 return func()
             except Exception as ex:
-                line = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else compose_error_line(ex)
+                line = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else compose_error_line(ex) or _fs_line(ex)
                 if line is None:
                     raise
                 print(f"error: {line}", file=sys.stderr)

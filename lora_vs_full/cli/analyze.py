@@ -44,7 +44,7 @@ from lora_vs_full.cli._common import CONFIG_DIR, user_errors_exit
 from lora_vs_full.errors import UserError
 from lora_vs_full.records import HEADLINE_EPSILON, HEADLINE_K, SPECTRA_DIR, file_safe
 from lora_vs_full.spectral import DEFAULT_EPSILONS, DEFAULT_KS, SVDCache, validate_grid
-from lora_vs_full.storage import atomic_write_json, read_json, write_table
+from lora_vs_full.storage import atomic_write_json, check_writable, read_json, write_table
 from lora_vs_full.weights import find_runs, open_model, open_pair, open_tuned
 from lora_vs_full.weights.manifest import FineTune, Group, groups_from, read_manifest
 from lora_vs_full.weights.resolve import hub_download_bytes, remove_downloads
@@ -367,6 +367,7 @@ def run(cfg: DictConfig) -> AnalysisResult | list[Path]:
     """The command body, callable without Hydra (tests compose the config and call this)."""
     ks, epsilons = validate(cfg)
     out = Path(str(cfg.out))
+    check_writable(out)  # an unwritable out is one line before any analysis, not a traceback after it
     kw = dict(
         preset=cfg.preset,
         ks=ks,

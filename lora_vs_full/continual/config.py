@@ -129,6 +129,10 @@ def validate(cfg: DictConfig) -> tuple[str, ...]:
     validate_train(view)
     probe_config(cfg)  # UserError on a bad probe budget
     gate(cfg)  # UserError on a bad gate
+    from lora_vs_full.spectral import DEFAULT_EPSILONS, validate_grid
+
+    s = cfg.spectral  # a bad k / epsilon fails here, before the run directory exists
+    validate_grid(list(s.ks), list(s.epsilons) if s.epsilons is not None else DEFAULT_EPSILONS)
     return tasks
 
 
