@@ -29,7 +29,7 @@ import pandas as pd
 from lora_vs_full import stats
 from lora_vs_full.errors import UserError
 from lora_vs_full.reproduce import common
-from lora_vs_full.storage import atomic_write_json, atomic_write_text, read_json, write_table
+from lora_vs_full.storage import atomic_write_json, atomic_write_text, atomic_write_with, read_json
 
 DOC_SOURCES = ("README.md", "docs/*.md")
 WIKITEXT = "WikiText/wikitext-2-raw"
@@ -49,7 +49,7 @@ class _Forgetting:
     gpu: bool = False
     runs_name: str = "forgetting-offline"  # results/runs/<runs_name>: shared by fig9, table3, correlation
     train_overrides: dict = field(default_factory=dict)
-    n_texts: int = 160  # scored lines (paired across runs)
+    n_texts: int = 120  # scored lines (paired across runs)
     max_length: int = 32  # tokens per scored line: each line costs ~max_length forward rows
     fit_n_texts: int = 400  # probe head fit lines (disjoint from the scored ones)
     scoring_overrides: dict = field(default_factory=dict)  # extra lvf-pseudoloss / lvf-intervene overrides
@@ -202,8 +202,18 @@ def _score(cfg, run_dirs: list[Path], data_dir, log) -> pd.DataFrame:
     return df[(df["method"] == "base") | df["run"].isin(wanted)].reset_index(drop=True)
 
 
-def _summary(est: stats.Estimate) -> dict:
-    return {"mean": est.mean, "low": est.low, "high": est.high, "n": est.n}
+def _csv(df: pd.DataFrame, path: Path) -> Path:
+    """A committed table: CSV only, written atomically."""
+    return atomic_write_with(path, lambda p: df.to_csv(p, index=False))
+
+
+def _ci(mean, low, high, spec: str = "+.3f") -> str:
+    """``"+0.112 [+0.080, +0.141]"``: a number with its 95 % interval, for the docs tables (``*_doc.csv``)."""
+    if mean is None or not np.isfinite(mean):
+        return "–"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{mean:{spec}} (one seed: no interval)"
+    return f"{mean:{spec}} [{low:{spec}}, {high:{spec}}]"
 
 
 # ---------------------------------------------------------------------------------------------- fig9
@@ -235,6 +245,34 @@ def fig9_tables(pl: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _welch(a, b) -> dict:
+    """mean(a) - mean(b) across seeds with Welch's 95 % interval (scipy.stats.ttest_ind)."""
+    from scipy import stats as st
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if min(a.size, b.size) < 2:
+        return {"mean": float(a.mean() - b.mean()), "low": None, "high": None}
+    ci = st.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    return {"mean": float(a.mean() - b.mean()), "low": float(ci.low), "high": float(ci.high),
+            "distinguishable": stats.distinguishable(ci.low, ci.high)}  # fmt: skip
+
+
+def seed_differences(pl: pd.DataFrame) -> dict:
+    """The comparisons Fig. 9's claims rest on: forgetting of full FT minus each LoRA rank, and every other rank
+    minus r = 8 (the U-shape), across seeds (Welch)."""
+    runs = pl[pl["method"].isin(["lora", "full"])]
+    f = {("full" if m == "full" else f"r{int(r)}"): g["forgetting"].to_numpy()
+         for (m, r), g in runs.groupby(["method", "rank"], dropna=False)}  # fmt: skip
+    out = {}
+    for key, vals in f.items():
+        if key != "full" and "full" in f:
+            out[f"full_minus_{key}_forgetting"] = _welch(f["full"], vals)
+    if "r8" in f:
+        for key in (k for k in f if k not in ("full", "r8")):
+            out[f"{key}_minus_r8_forgetting"] = _welch(f[key], f["r8"])
+    return out
+
+
 def _run_rows(pl: pd.DataFrame) -> pd.DataFrame:
     cols = ["run", "method", "rank", "lr", "seed", "eval_accuracy", "pseudo_loss", "forgetting", "forgetting_low",
             "forgetting_high", "n_texts", "head"]  # fmt: skip
@@ -247,8 +285,16 @@ def reproduce_fig9(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     pl = _score(cfg, run_dirs, data_dir, log)
     tables = common.tables_dir(name(cfg))
     agg = fig9_tables(pl)
-    paths = [write_table(_run_rows(pl), tables / "runs")[1], write_table(agg, tables / "fig9")[1]]
-    lora = agg[agg["method"] == "lora"]
+    paths = [_csv(_run_rows(pl), tables / "runs.csv"), _csv(agg, tables / "fig9.csv")]
+    doc = pd.DataFrame({
+        "fine-tune": ["base (untouched)" if m == "base" else ("full FT" if m == "full" else f"LoRA r = {int(r)}")
+                      for m, r in zip(agg["method"], agg["rank"], strict=True)],
+        "seeds": agg["n_seeds"],
+        "forgetting (nats) [95 % CI across seeds]": [_ci(*x) for x in zip(agg["forgetting"], agg["forgetting_low"], agg["forgetting_high"], strict=True)],
+        "within-run CI half-width (texts)": [f"{x:.3f}" for x in agg["text_half_width"]],
+        "SST-2 dev accuracy [95 % CI across seeds]": [_ci(*x, spec=".3f") for x in zip(agg.get("accuracy", np.nan), agg.get("accuracy_low", np.nan), agg.get("accuracy_high", np.nan), strict=True)],
+    })  # fmt: skip
+    paths.append(_csv(doc, tables / "fig9_doc.csv"))
     summary = {
         "head": str(pl["head"].iloc[0]),
         "n_texts": int(pl["n_texts"].max()),
@@ -267,13 +313,7 @@ def reproduce_fig9(cfg, data_dir: str | None = None, log=print) -> list[Path]:
             "low": r["accuracy_low"],
             "high": r["accuracy_high"],
         }
-    full = agg[agg["method"] == "full"]
-    if len(full) and len(
-        lora
-    ):  # per-seed paired difference would need matched seeds; report the gap of means
-        summary["full_minus_lora_min_forgetting"] = float(
-            full["forgetting"].iloc[0] - lora["forgetting"].min()
-        )
+    summary |= seed_differences(pl)
     paths.append(atomic_write_json(tables / "summary.json", _round(summary)))
     paths.append(
         common.write_provenance(tables, preset=f"fig9_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs))
@@ -318,12 +358,22 @@ def reproduce_table3(cfg, data_dir: str | None = None, log=print) -> list[Path]:
             "delta_forgetting_high", "forgetting_change_pct", "forgetting_change_pct_low",
             "forgetting_change_pct_high", "forgetting_distinct", "head"]  # fmt: skip
     table = df[keep].reset_index(drop=True)
-    paths = [write_table(table, tables / "table3")[1]]
+    paths = [_csv(table, tables / "table3.csv")]
+    shown = table[(table["condition"] == "peft_reduce") | (table["lambda"] != 1.0)]
+    yes = {True: "yes", False: "no"}
+    doc = pd.DataFrame({
+        "condition": shown["condition"], "λ": shown["lambda"].map(lambda x: f"{x:g}"),
+        "accuracy": shown["accuracy"].map(lambda x: f"{x:.3f}"),
+        "Δ accuracy % [95 % CI]": [_ci(*x, spec="+.1f") for x in zip(shown["accuracy_change_pct"], shown["accuracy_change_pct_low"], shown["accuracy_change_pct_high"], strict=True)],
+        "Δ forgetting % [95 % CI]": [_ci(*x, spec="+.1f") for x in zip(shown["forgetting_change_pct"], shown["forgetting_change_pct_low"], shown["forgetting_change_pct_high"], strict=True)],
+        "distinguishable from 0 (acc / forgetting)": [f"{yes[bool(a)]} / {yes[bool(f)]}" for a, f in zip(shown["accuracy_distinct"], shown["forgetting_distinct"], strict=True)],
+    })  # fmt: skip
+    paths.append(_csv(doc, tables / "table3_doc.csv"))
     summary = {"run": str(df["run"].iloc[0]), "head": str(df["head"].iloc[0]), "n_examples": int(df["n_examples"].max()),
                "n_texts": int(df["n_texts"].max()), "control_kind": cfg.control_kind,
                "n_matrices_scaled": int(df["n_matrices"].max())}  # fmt: skip
     for r in table.to_dict("records"):
-        key = f"{r['condition']}_lam{r['lambda']:g}"
+        key = f"{r['condition']}_lam{r['lambda']:g}".replace(".", "p")  # docs read keys split on "."
         summary[key] = {
             "accuracy_change_pct": [r["accuracy_change_pct"], r["accuracy_change_pct_low"], r["accuracy_change_pct_high"]],
             "forgetting_change_pct": [r["forgetting_change_pct"], r["forgetting_change_pct_low"], r["forgetting_change_pct_high"]],
@@ -399,7 +449,13 @@ def reproduce_correlation(cfg, data_dir: str | None = None, log=print) -> list[P
         "paper": {"intruders_vs_forgetting": {"rho": 0.971, "p": "<< 0.001"},
                   "intruders_vs_accuracy": {"rho": -0.338, "p": 0.218}, "setting": "RoBERTa-base MNLI (v3 §5)"},
     }  # fmt: skip
-    paths = [write_table(table, tables / "runs")[1], atomic_write_json(tables / "rho.json", _round(rho))]
+    paths = [_csv(table, tables / "runs.csv"), atomic_write_json(tables / "rho.json", _round(rho))]
+    doc = pd.DataFrame({
+        "learning rate": table["lr"].map(lambda x: f"{x:.3g}"), "intruders (k=10, ε=0.5)": table["n_intruders"],
+        "forgetting (nats) [95 % CI over texts]": [_ci(*x) for x in zip(table["forgetting"], table["forgetting_low"], table["forgetting_high"], strict=True)],
+        "SST-2 dev accuracy": table["eval_accuracy"].map(lambda x: f"{x:.3f}"),
+    })  # fmt: skip
+    paths.append(_csv(doc, tables / "runs_doc.csv"))
     summary = {"rho_intruders_forgetting": rho_f, "p_intruders_forgetting": p_f, "rho_intruders_accuracy": rho_a,
                "p_intruders_accuracy": p_a, "n_runs": len(table), "head": str(table["head"].iloc[0]),
                "max_text_half_width": float(((table["forgetting_high"] - table["forgetting_low"]) / 2).max())}  # fmt: skip
