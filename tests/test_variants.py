@@ -134,3 +134,22 @@ def test_variant_bad_values_are_one_line_errors(tiny_model_dir):
         )
     names = {method_tag(_method(f"method={v}")) for v in VARIANTS} | {method_tag(_method("method=lora"))}
     assert len(names) == len(VARIANTS) + 1  # every variant trains into its own run directory
+
+
+def test_sweep_presets_compose_as_valid_train_configs():
+    from lora_vs_full.config import validate
+    from lora_vs_full.reproduce import common, variants
+
+    for figure in ("alpha", "variants", "bonly", "datasize"):
+        for preset in ("offline", "paper"):
+            cfg = common.load_preset(f"{figure}_{preset}", schema=variants.SweepPreset)
+            plan = variants.plan(cfg, "/data")
+            n_x = max(1, len(cfg.x_values))
+            assert len(plan) == len(cfg.data_tasks) * (len(cfg.groups) * n_x + int(cfg.full)) * len(cfg.seeds)
+            if preset == "offline":  # (composing all 78 paper runs would take seconds)
+                cfgs = [compose_train(p["overrides"]) for p in plan]
+                for c in cfgs:
+                    validate(c)
+                assert len({str(run_dir_for(c)) for c in cfgs}) == len(plan)  # one run directory per run
+    with pytest.raises(UserError, match="seeds"):
+        variants.plan(common.load_preset("bonly_offline", ["seeds=[]"], schema=variants.SweepPreset), None)

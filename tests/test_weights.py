@@ -113,8 +113,8 @@ def _edit_config(adapter: Path, **changes) -> None:
 def test_non_plain_adapters_refused(tiny_model_dir, tmp_path, changes, match):
     adapter = save_adapter(make_lora(tiny_model_dir), tmp_path / "a")
     _edit_config(adapter, **changes)
-    with pytest.raises(UserError, match=match):
-        open_pair(tiny_model_dir, adapter)
+    with pytest.raises(UserError, match=match):  # the streaming merge refuses them (open_pair routes
+        AdapterWeights(HFWeights(tiny_model_dir), adapter)  # DoRA/PiSSA to PEFT's merge: test_variants.py)
 
 
 def test_open_pair_warns_on_other_base_name_and_refuses_shape_mismatch(tiny_model_dir, tmp_path, caplog):

@@ -25,6 +25,11 @@ FIGURES = {
     "fig9": ("forgetting", "reproduce_fig9", "Fig9Preset"),
     "table3": ("forgetting", "reproduce_table3", "Table3Preset"),
     "correlation": ("forgetting", "reproduce_correlation", "CorrelationPreset"),
+    "evolution": ("evolution", "reproduce", "EvolutionPreset"),
+    "alpha": ("variants", "reproduce", "SweepPreset"),
+    "variants": ("variants", "reproduce", "SweepPreset"),
+    "bonly": ("variants", "reproduce", "SweepPreset"),
+    "datasize": ("variants", "reproduce", "SweepPreset"),
 }
 
 
