@@ -60,6 +60,9 @@ class Fig9Preset(_Forgetting):
     ranks: list[int] = field(default_factory=lambda: [1, 8, 64])
     full: bool = True
     seeds: list[int] = field(default_factory=lambda: [42, 43, 44])
+    # per-configuration seeds ("full", "r8", ...), e.g. a reduced run on a shared machine:
+    #   seeds=[42] '++seeds_for={r8:[42,43,44],full:[42,43,44]}'
+    seeds_for: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -168,10 +171,17 @@ def _train_common(cfg, data_dir) -> tuple[list[str], str]:
 
 def fig9_sweep(cfg, data_dir) -> list[list[str]]:
     ov, _ = _train_common(cfg, data_dir)
-    methods = [["method=lora", f"method.rank={int(r)}"] for r in cfg.ranks] + (
-        [["method=full"]] if cfg.full else []
-    )
-    return [[*ov, *m, f"seed={int(s)}"] for m in methods for s in cfg.seeds]
+    methods = {f"r{int(r)}": ["method=lora", f"method.rank={int(r)}"] for r in cfg.ranks}
+    if cfg.full:
+        methods["full"] = ["method=full"]
+    unknown = set(cfg.seeds_for) - set(methods)
+    if unknown:
+        raise UserError(
+            f"seeds_for names {sorted(unknown)}, which the preset does not train; use {sorted(methods)}"
+        )
+    return [
+        [*ov, *m, f"seed={int(s)}"] for key, m in methods.items() for s in cfg.seeds_for.get(key, cfg.seeds)
+    ]
 
 
 def correlation_sweep(cfg, data_dir) -> list[list[str]]:
