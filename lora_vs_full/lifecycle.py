@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lora_vs_full.errors import UserError
@@ -84,6 +85,10 @@ def lock_path(target: str | os.PathLike) -> Path:
     return target.parent / f".{target.name}.lock"
 
 
+class LockHeld(UserError):
+    """Another live process holds the lock (the message names its pid and host)."""
+
+
 class Lock:
     """An exclusive, non-blocking lock on a unit; ``acquire()`` raises UserError when another live process
     holds it. Use :func:`locked` as a context manager."""
@@ -96,7 +101,7 @@ class Lock:
     def _refuse(self, holder: dict) -> UserError:
         who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
         since = f" since {holder['since']}" if holder.get("since") else ""
-        return UserError(
+        return LockHeld(
             f"{self.target} is in use by another process ({who}{since}, lock {self.path}): wait for it to "
             f"finish, or stop it; if that process is gone, delete {self.path} and rerun"
         )
@@ -174,6 +179,42 @@ def locked(target: str | os.PathLike, what: str = "this directory") -> Iterator[
         yield lock
     finally:
         lock.release()
+
+
+def locked_by(target: Callable, what: str):
+    """Decorator: hold the lock of ``target(*args, **kwargs)`` (a directory, or None = no lock) for the call.
+
+    Used by every command body whose output directory is one unit (``lvf-analyze``, ``lvf-pseudoloss``,
+    ``lvf-intervene`` lock their ``out``; a continual run its run directory). When the lock file cannot
+    even be created (an unwritable location) the body runs unlocked and reports the location itself."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            where = target(*args, **kwargs)
+            if where is None:
+                return fn(*args, **kwargs)
+            lock = Lock(where, what)
+            try:
+                lock.acquire()
+            except LockHeld:
+                raise
+            except UserError:  # cannot create the lock file: the body names the unwritable path
+                return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                lock.release()
+
+        return inner
+
+    return wrap
+
+
+def cfg_out(cfg, *args, **kwargs):
+    """``cfg.out`` as a Path (None when unset): the lock target of a command that writes one directory."""
+    out = cfg.get("out") if hasattr(cfg, "get") else getattr(cfg, "out", None)
+    return Path(str(out)) if out else None
 
 
 # ---------------------------------------------------------------- parts (analysis, pseudo-loss, intervention)

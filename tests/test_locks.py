@@ -115,3 +115,32 @@ def test_config_diff_names_nested_keys():
     old = {"optim": {"lr": 1e-5, "epochs": 5}, "seed": 1}
     new = {"optim": {"lr": 2e-5, "epochs": 5}, "seed": 1, "extra": True}
     assert config_diff(old, new) == ["extra: None -> True", "optim.lr: 1e-05 -> 2e-05"]
+
+
+@pytest.mark.parametrize("command", ["analyze", "pseudoloss", "intervene", "continual"])
+def test_every_command_locks_its_output(tmp_path, command):
+    """A second writer on an analysis / pseudo-loss / intervention out dir or a continual run refuses."""
+    from omegaconf import OmegaConf
+
+    out = tmp_path / "out"
+    if command == "continual":
+        from lora_vs_full.continual.config import compose_continual
+        from lora_vs_full.continual.sequence import run_continual, run_name
+
+        cfg = compose_continual(["model=tiny", "sequence.tasks=[synth_sentiment,synth_nli]", f"out={out}",
+                                 f"paths.results_dir={tmp_path}"])  # fmt: skip
+        target, body = out / run_name(cfg), run_continual
+    else:
+        import importlib
+
+        mod = importlib.import_module(f"lora_vs_full.cli.{command}")
+        body = {"analyze": "run", "pseudoloss": "score", "intervene": "intervene"}[command]
+        cfg, target, body = OmegaConf.create({"out": str(out)}), out, getattr(mod, body)
+    proc = _hold_in_subprocess(target)
+    try:
+        with pytest.raises(UserError, match=f"in use by another process \\(pid {proc.pid}"):
+            body(cfg)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists() or not any(out.rglob("*.parquet"))

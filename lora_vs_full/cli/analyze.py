@@ -42,6 +42,7 @@ from lora_vs_full.analysis import (
 )
 from lora_vs_full.cli._common import CONFIG_DIR, user_errors_exit
 from lora_vs_full.errors import UserError
+from lora_vs_full.lifecycle import cfg_out, locked_by
 from lora_vs_full.records import HEADLINE_EPSILON, HEADLINE_K, SPECTRA_DIR, file_safe
 from lora_vs_full.spectral import DEFAULT_EPSILONS, DEFAULT_KS, SVDCache, validate_grid
 from lora_vs_full.storage import atomic_write_json, check_writable, read_json, write_table
@@ -363,6 +364,7 @@ def summary(intruders: pd.DataFrame) -> str:
     return f"intruders at k={HEADLINE_K}, epsilon={HEADLINE_EPSILON}:\n{table.to_string()}"
 
 
+@locked_by(cfg_out, "analysis output")  # one writer per out directory (its parts and tables)
 def run(cfg: DictConfig) -> AnalysisResult | list[Path]:
     """The command body, callable without Hydra (tests compose the config and call this)."""
     ks, epsilons = validate(cfg)

@@ -34,6 +34,7 @@ from lora_vs_full.errors import UserError
 from lora_vs_full.forgetting.config import register_configs, validate_intervene
 from lora_vs_full.forgetting.intervention import WeightPatcher, check_lambdas, paired_row, plan_model
 from lora_vs_full.forgetting.scorer import build_scorer
+from lora_vs_full.lifecycle import cfg_out, locked_by
 from lora_vs_full.records import RUN_COLUMNS
 from lora_vs_full.storage import atomic_write_json, atomic_write_text, read_json, write_table
 
@@ -110,6 +111,7 @@ class _Parts:
         return result
 
 
+@locked_by(cfg_out, "intervention output")  # one writer per out directory (its parts and tables)
 def intervene(cfg) -> pd.DataFrame:
     from lora_vs_full.forgetting.accuracy import correct_per_example
     from lora_vs_full.forgetting.scorer import load_encoder

@@ -32,6 +32,7 @@ from lora_vs_full.cli._common import CONFIG_DIR, user_errors_exit
 from lora_vs_full.errors import UserError
 from lora_vs_full.forgetting.config import register_configs, validate_common
 from lora_vs_full.forgetting.scorer import Scorer, build_scorer, load_encoder
+from lora_vs_full.lifecycle import cfg_out, locked_by
 from lora_vs_full.records import RUN_COLUMNS, file_safe
 from lora_vs_full.storage import atomic_write_json, read_json, write_table
 
@@ -131,6 +132,7 @@ def paired_forgetting(per_text: list[float], base_per_text: list[float]) -> stat
     return stats.paired_bootstrap(a[ok], b[ok])
 
 
+@locked_by(cfg_out, "pseudo-loss output")  # one writer per out directory (its parts and tables)
 def score(cfg) -> pd.DataFrame:
     if cfg.out is None:
         raise UserError("out=<dir> is required: where pseudoloss.parquet/.csv go")

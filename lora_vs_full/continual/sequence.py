@@ -40,6 +40,7 @@ from lora_vs_full.continual.probe import probe_accuracy
 from lora_vs_full.continual.tables import DONE_FILE, collect_tables, write_run_tables
 from lora_vs_full.device import resolve_device
 from lora_vs_full.errors import UserError
+from lora_vs_full.lifecycle import locked_by
 from lora_vs_full.storage import (
     atomic_write_json,
     atomic_write_text,
@@ -170,7 +171,8 @@ class TaskData:
         if key not in self._cache:
             s = self.cfg.sequence
             ds, rec = load_task_with_record(task, split, data_dir=s.data_dir, max_samples=cap, seed=self.cfg.seed,
-                                            allow_substitutes=bool(s.get("allow_substitutes", False)))  # fmt: skip
+                                            allow_substitutes=bool(s.get("allow_substitutes", False)),
+                                            hub_root=s.get("hub_root"), check_rows=bool(s.get("check_rows", True)))  # fmt: skip
             self._cache[key], self.records[f"{task}/{split}/{cap}"] = ds, rec
         return self._cache[key]
 
@@ -242,6 +244,12 @@ def intruder_grid(original: dict, changed: dict, cfg: DictConfig, family: str, c
 
 
 # ---------------------------------------------------------------- the sequence
+def _run_dir_to_lock(cfg: DictConfig, **_kw) -> Path:
+    ccfg.validate(cfg)  # bad input is refused before the lock creates any directory
+    return Path(cfg.out) / run_name(cfg)
+
+
+@locked_by(_run_dir_to_lock, "continual run")  # one writer per run directory (its stages and tables)
 def run_continual(cfg: DictConfig, *, log=print) -> Path:
     """Run (or resume) the whole sequence for ``cfg``; returns the run directory.
 
