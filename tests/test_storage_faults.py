@@ -95,3 +95,27 @@ def test_checkpoint_directory_is_atomic_and_readable(tiny_model_dir, tmp_path):
     dest = save_checkpoint(model, AutoTokenizer.from_pretrained(tiny_model_dir), tmp_path / "checkpoint")
     assert _mode(dest) == 0o777 & ~storage._umask()
     assert all(_mode(p) == 0o666 & ~storage._umask() for p in dest.iterdir())
+
+
+def test_full_disk_while_saving_the_checkpoint_then_the_rerun_recovers(tiny_model_dir, tmp_path, monkeypatch):
+    from lora_vs_full.config import compose_train
+    from lora_vs_full.runs import execute, run_dir_for
+
+    cfg = compose_train(["debug=smoke", "optim.max_steps=2", f"model.source={tiny_model_dir}",
+                         f"paths.results_dir={tmp_path}"])  # fmt: skip
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if str(dst).endswith("checkpoint"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(storage.os, "replace", full_disk)
+    with pytest.raises(UserError, match=r"cannot write .*checkpoint: no space left on the device"):
+        execute(cfg, log=lambda m: None, progress=False)
+    run_dir = run_dir_for(cfg)
+    assert not (run_dir / "final.json").exists()  # nothing reads as complete
+    assert not (run_dir / "checkpoint").exists() and not list(run_dir.parent.glob(".*checkpoint*"))
+    monkeypatch.setattr(storage.os, "replace", real_replace)
+    final = execute(cfg, log=lambda m: None, progress=False)  # space freed: the rerun completes
+    assert final["steps"] == 2 and (run_dir / "checkpoint").is_dir()
