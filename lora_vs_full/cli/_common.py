@@ -47,6 +47,18 @@ def _config_dir() -> str:
 CONFIG_DIR = _config_dir()
 
 
+def _register_resolvers() -> None:
+    """``${lvf.paper_tasks:}`` in any yaml: the paper's task order, whose one home is the data registry."""
+    from omegaconf import OmegaConf
+
+    from lora_vs_full.data.registry import PAPER_TASK_ORDER
+
+    OmegaConf.register_new_resolver("lvf.paper_tasks", lambda: list(PAPER_TASK_ORDER), replace=True)
+
+
+_register_resolvers()  # every entry point and compose helper imports CONFIG_DIR from here
+
+
 def _first_line(text: str) -> str:
     return str(text).strip().splitlines()[0].strip() if str(text).strip() else ""
 
