@@ -190,10 +190,30 @@ def correlation_sweep(cfg, data_dir) -> list[list[str]]:
     return [[*ov, *lora, *([] if lr is None else [f"method.lr={lr}"])] for lr in cfg.lrs]
 
 
+# Execution settings added to lvf-train's schema after some offline runs were trained (fp32 on a CPU either
+# way): a complete run whose stored config differs from today's ONLY in these keys is reused, and said so.
+_EXECUTION_ONLY = ("optim.attn_implementation", "optim.compile", "optim.fused_adamw", "optim.tf32",
+                   "optim.precision", "optim.group_by_length: None -> False", "optim.bf16: False -> None")  # fmt: skip
+
+
 def _ensure(cfg, sweep: list[list[str]], log) -> list[Path]:
+    """Train (idempotently) every run of ``sweep``; returns their dirs in sweep order."""
+    from lora_vs_full.config import compose_train
+    from lora_vs_full.runs import _stored_changes, is_complete, run_dir_for
+
     if cfg.gpu:
         common.require_gpu(cfg.preset, "training")
-    return common.train_runs(sweep, log=log)
+    dirs, todo = [], []
+    for ov in sweep:
+        d = run_dir_for(compose_train(ov))
+        changes = _stored_changes(d, compose_train(ov)) if is_complete(d) else None
+        if changes and all(c.startswith(_EXECUTION_ONLY) for c in changes):
+            log(f"reusing {d}: made before lvf-train gained execution settings ({'; '.join(changes)})")
+        else:
+            todo.append(ov)
+        dirs.append(d)
+    common.train_runs(todo, log=log)
+    return dirs
 
 
 def _score(cfg, run_dirs: list[Path], data_dir, log) -> pd.DataFrame:
