@@ -74,6 +74,28 @@ reproduce-correlation: $(STAMP)  ## v3 §5: intruders vs forgetting / accuracy o
 	$(REPRODUCE) correlation --preset $(PRESET) $(DATA_ARG) $(ARGS)
 	$(PY) experiments/fig_correlation.py --preset $(PRESET)
 
+# Issue 13: the paper's appendix ablations. alpha/variants/bonly/datasize share one runs dir (results/runs/ablations-<preset>).
+.PHONY: reproduce-evolution reproduce-alpha reproduce-variants reproduce-bonly reproduce-datasize
+reproduce-evolution: $(STAMP)  ## intruders over training: LoRA vs full FT at saved steps; PRESET=offline|paper
+	$(REPRODUCE) evolution --preset $(PRESET) $(DATA_ARG) $(ARGS)
+	$(PY) experiments/fig_evolution.py --preset $(PRESET)
+
+reproduce-alpha: $(STAMP)  ## alpha = 8 vs alpha = 2r: intruders + accuracy vs rank (v3 Table 1); PRESET=offline|paper
+	$(REPRODUCE) alpha --preset $(PRESET) $(DATA_ARG) $(ARGS)
+	$(PY) experiments/fig_alpha.py --preset $(PRESET)
+
+reproduce-variants: $(STAMP)  ## DoRA, PiSSA, OLoRA, AdaLoRA, LoRA+, VeRA vs LoRA: intruders vs epsilon; PRESET=offline|paper
+	$(REPRODUCE) variants --preset $(PRESET) $(DATA_ARG) $(ARGS)
+	$(PY) experiments/fig_variants.py --preset $(PRESET)
+
+reproduce-bonly: $(STAMP)  ## LoRA training only B (A frozen) vs A and B; PRESET=offline|paper
+	$(REPRODUCE) bonly --preset $(PRESET) $(DATA_ARG) $(ARGS)
+	$(PY) experiments/fig_bonly.py --preset $(PRESET)
+
+reproduce-datasize: $(STAMP)  ## intruders vs training-set size for r = 1 and r = 8; PRESET=offline|paper
+	$(REPRODUCE) datasize --preset $(PRESET) $(DATA_ARG) $(ARGS)
+	$(PY) experiments/fig_datasize.py --preset $(PRESET)
+
 figures: $(STAMP)  ## redraw every figure whose tables exist, training nothing
 	@set -e; for d in results/work/fig5-*/analysis; do [ -d "$$d" ] || continue; \
 	  p=$${d#results/work/fig5-}; $(PY) experiments/fig5.py --preset $${p%/analysis}; done
@@ -81,6 +103,8 @@ figures: $(STAMP)  ## redraw every figure whose tables exist, training nothing
 	  $(PY) experiments/$$fig.py --preset $${d#results/tables/$$fig-}; done; done
 	@set -e; for d in results/tables/correlation-*; do [ -d "$$d" ] || continue; \
 	  $(PY) experiments/fig_correlation.py --preset $${d#results/tables/correlation-}; done
+	@set -e; for fig in evolution alpha variants bonly datasize; do for d in results/tables/$$fig-*; do [ -d "$$d" ] || continue; \
+	  $(PY) experiments/fig_$$fig.py --preset $${d#results/tables/$$fig-}; done; done
 
 docs: $(STAMP)  ## rewrite the generated result blocks of README.md and docs/*.md from results/
 	$(PY) -m lora_vs_full.docs_numbers --write
