@@ -234,7 +234,9 @@ def _execute_locked(cfg: DictConfig, run_dir: Path, *, log, progress: bool) -> d
     model = methods.apply_method(model, cfg.method, family=fam, total_steps=total_steps(len(train_ds), cfg.optim))
     lr = methods.method_lr(cfg.method, cfg.optim)
     summary = methods.trainable_summary(model)
-    alpha = methods.lora_alpha_and_lr(cfg.method)[0] if cfg.method.name == "lora" else None
+    # VeRA has no alpha (its scale is the trained vectors), so none is recorded
+    has_alpha = cfg.method.name == "lora" and methods.variant(cfg.method) != "vera"
+    alpha = methods.lora_alpha_and_lr(cfg.method)[0] if has_alpha else None
     log(
         f"{run_id(cfg)}: {summary['trainable_params']:,} of {summary['total_params']:,} parameters trainable "
         f"({summary['trainable_tensors']} tensors), lr {lr:.3g}"
