@@ -6,7 +6,8 @@ matrix). Four panels against the training step: (a) intruder dimensions at (k, e
 matrices; (b) the top intruder's singular value (mean over the matrices that have one) with the mean largest
 singular value dashed for scale; (c) its position among the tuned singular values (median over matrices,
 1 = the top); (d) its max |cos| to the pretrained vectors (mean; lower = further from every pretrained
-direction). Full FT is black; matrices without an intruder at a step do not enter (b)-(d).
+direction). Full FT is black; matrices without an intruder at a step do not enter (b)-(d). Several seeds:
+the mean with a Student-t band across seeds.
 
     python experiments/fig_evolution.py --preset offline   # -> results/figures/evolution-offline/evolution.{png,pdf,csv}
 """
@@ -42,23 +43,42 @@ def load(preset: str) -> tuple[pd.DataFrame, dict]:
     return pd.read_csv(d / "steps.csv"), json.loads((d / "summary.json").read_text())["meta"]
 
 
-def label(method: str, rank) -> str:
-    return figstyle.method_label(method, rank)
+def across_seeds(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, method, rank, step): each panel's mean over seeds with a Student-t interval (NaN width with
+    one seed) -- the drawn numbers."""
+    from lora_vs_full import stats
+
+    rows = []
+    cols = [c for c, _ in PANELS] + ["sigma_1_mean"]
+    for (task, method, rank, step), g in steps.groupby(
+        ["task", "method", "rank", "step"], dropna=False, sort=True
+    ):
+        row = {"task": task, "method": method, "rank": rank, "step": step, "n_seeds": g["seed"].nunique()}
+        for c in cols:
+            est = stats.t_interval(g[c])
+            row.update({c: est.mean, f"{c}_low": est.low, f"{c}_high": est.high})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def plot(steps: pd.DataFrame, meta: dict):
+def plot(table: pd.DataFrame, meta: dict):
     import matplotlib.pyplot as plt
 
     with figstyle.style():
         fig, axes = plt.subplots(1, 4, figsize=(4 * figstyle.PANEL_WIDTH * 0.85, figstyle.PANEL_HEIGHT))
-        lora_ranks = steps.loc[steps["method"] != "full", "rank"].dropna()
-        colors = figstyle.rank_colors(lora_ranks)
-        for (_task, method, rank, seed), g in steps.groupby(["task", "method", "rank", "seed"], dropna=False):
+        colors = figstyle.rank_colors(table.loc[table["method"] != "full", "rank"].dropna())
+        for (_task, method, rank), g in table.groupby(["task", "method", "rank"], dropna=False, sort=False):
             g = g.sort_values("step")
             color = figstyle.FULL_COLOR if method == "full" else colors[int(rank)]
-            name = f"{label(method, rank)}" + (f" seed {seed}" if steps["seed"].nunique() > 1 else "")
+            name = figstyle.method_label(method, rank) + (
+                f" ({g['n_seeds'].max()} seeds)" if g["n_seeds"].max() > 1 else ""
+            )
             for ax, (col, ylabel) in zip(axes, PANELS, strict=True):
                 ax.plot(g["step"], g[col], marker="o", ms=3, color=color, label=name)
+                if g["n_seeds"].max() > 1:
+                    ax.fill_between(
+                        g["step"], g[f"{col}_low"], g[f"{col}_high"], color=color, alpha=0.15, lw=0
+                    )
                 if col == "top_sigma_mean":
                     ax.plot(g["step"], g["sigma_1_mean"], ls="--", lw=0.8, color=color)
                 ax.set_xlabel("training step")
@@ -78,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     steps, meta = load(args.preset)
     out = layout.figures_dir(f"evolution-{args.preset}")
-    paths = figstyle.save(plot(steps, meta), steps, out, "evolution", paper=PAPER_FIGURE,
+    table = across_seeds(steps)
+    paths = figstyle.save(plot(table, meta), table, out, "evolution", paper=PAPER_FIGURE,
                           title="Intruder dimensions over training")  # fmt: skip
     print(steps[["method", "rank", "step", "n_intruders", "top_sigma_mean", "top_rank_median", "top_max_cos_mean"]]
           .to_string(index=False))  # fmt: skip

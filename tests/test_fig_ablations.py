@@ -96,4 +96,5 @@ def test_evolution_figure_draws_from_steps(tmp_path, monkeypatch):
     fig_evolution.main(["--preset", "test"])
     out = tmp_path / "figures" / "evolution-test"
     assert (out / "evolution.png").stat().st_size > 1000
-    assert len(pd.read_csv(out / "evolution.csv")) == 6
+    drawn = pd.read_csv(out / "evolution.csv")
+    assert len(drawn) == 6 and (drawn["n_seeds"] == 1).all()
