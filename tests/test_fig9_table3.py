@@ -117,6 +117,12 @@ def test_presets_compose_and_share_runs():
     assert default_lr and default_lr[0] in fig9_runs  # the correlation's default-lr run is fig9's r = 8 run
     with pytest.raises(UserError):
         common.load_preset("table3_offline", ["k=ten"], schema=forgetting.Table3Preset)
+    reduced = ["seeds=[42]", "++seeds_for={r8:[42,43],full:[42,43]}"]
+    red = common.load_preset("fig9_offline", reduced, schema=forgetting.Fig9Preset)
+    assert len(forgetting.fig9_sweep(red, None)) == 1 + 2 + 1 + 2  # r1, r8 x2, r64, full x2
+    bad = common.load_preset("fig9_offline", ["++seeds_for={r2:[1]}"], schema=forgetting.Fig9Preset)
+    with pytest.raises(UserError, match="seeds_for names"):
+        forgetting.fig9_sweep(bad, None)
 
 
 def test_docs_corpus_is_prose_only(tmp_path):
