@@ -105,3 +105,62 @@ def test_crash_in_process_full_ft_resumes_identically(tiny_model_dir, tmp_path):
         execute(cfg, log=crash, progress=False)
     final = execute(cfg, log=lambda m: None, progress=False)
     assert _metrics(final) == _metrics(whole)
+
+
+# Analyses runs=<glob> and SIGKILLs itself when the second checkpoint's analysis starts (the first part is
+# then complete on disk, the combined table not yet written).
+_ANALYZE_KILLER = """
+import logging, os, signal, sys
+import torch
+torch.set_num_threads(1)
+from lora_vs_full.cli.analyze import compose_analyze, run
+
+class Killer(logging.Handler):
+    seen = 0
+    def emit(self, record):
+        if record.getMessage().startswith("analysing"):
+            Killer.seen += 1
+            if Killer.seen == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+logging.getLogger("lvf-analyze").addHandler(Killer())
+logging.getLogger("lvf-analyze").setLevel(logging.INFO)
+run(compose_analyze(sys.argv[1:]))
+"""
+
+
+def test_sigkill_during_an_analysis_of_many_checkpoints_then_rerun(tiny_model_dir, tmp_path, caplog):
+    import logging
+
+    from test_analysis import _spiked_copy
+    from test_cli_analyze import _fake_run
+    from test_weights import make_lora, save_adapter
+
+    from lora_vs_full.cli.analyze import compose_analyze, run
+
+    runs = tmp_path / "runs"
+    spiked = _spiked_copy(tiny_model_dir, tmp_path / "spiked", "roberta.encoder.layer.1.output.dense.weight")
+    _fake_run(runs, "full", spiked, tiny_model_dir, "full", steps_dir=tiny_model_dir)
+    _fake_run(runs, "lora", save_adapter(make_lora(tiny_model_dir, seed=3, b_std=0.3, r=2), tmp_path / "ad"),
+              tiny_model_dir, "lora")  # fmt: skip
+    args = [f"runs={runs}/*", "steps=true", "ks=[1,10]", "epsilons=[0.3,0.5]", "sim_n=8", "progress=false",
+            "cache=off"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LVF_RESULTS": str(tmp_path / "results")}
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", _ANALYZE_KILLER, *args, f"out={killed}"], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    done = [p.name for p in (killed / "parts").iterdir() if (p / "source.json").is_file()]
+    assert len(done) == 1 and not (killed / "intruders.csv").exists()  # one part complete, no table
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the killed process: the same kernels, the same bits
+    try:
+        with caplog.at_level(logging.INFO, logger="lvf-analyze"):
+            run(compose_analyze([*args, f"out={killed}"]))  # the rerun
+        run(compose_analyze([*args, f"out={tmp_path / 'whole'}"]))  # uninterrupted
+    finally:
+        torch.set_num_threads(threads)
+    assert f"up to date, skipping: {done[0]}" in caplog.text and caplog.text.count("analysing") == 2
+    for table in ("intruders.csv", "matrices.csv"):
+        assert (killed / table).read_bytes() == (tmp_path / "whole" / table).read_bytes(), table
