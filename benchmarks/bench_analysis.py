@@ -367,7 +367,7 @@ def scale_child(args) -> None:
 
     paths = json.loads(args.child_paths)
     grid = dict(
-        ks=[1, 5, 10, 20, 50], epsilons=[0.1, 0.3, 0.5, 0.7, 0.9], sim_n=100, dtype=args.dtype, device="cpu"
+        ks=[1, 5, 10, 20, 50], epsilons=[0.1, 0.3, 0.5, 0.7, 0.9], sim_n=100, dtype=args.dtype, device=args.device
     )
     base = open_model(paths["base"])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # interpreter + imports
@@ -493,6 +493,7 @@ def scale(args) -> None:
             json.dumps(paths),
             "--dtype",
             args.dtype,
+            *(["--device", args.device] if args.device else []),
         ]
         print(f"running {side} over {len(names)} fine-tunes ...", flush=True)
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
