@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 STAMP       := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format demo reproduce-fig5 reproduce-fig8 reproduce-fig9 \
+.PHONY: help install test test-fast lint format demo preflight reproduce-fig5 reproduce-fig8 reproduce-fig9 \
         reproduce-table3 reproduce-correlation figures docs notebook bench clean-results
 
 help:  ## list targets
@@ -53,6 +53,9 @@ ARGS      ?=
 
 demo: $(STAMP)  ## offline end-to-end demo (= reproduce-fig5 PRESET=offline): MiniLM, LoRA ranks + full FT
 	$(MAKE) --no-print-directory reproduce-fig5 PRESET=offline
+
+preflight: $(STAMP)  ## plan + checks of a preset before GPU hours (runs, steps, tokens, disk, hours; Hub data/models); PRESET=paper|offline|llama
+	$(PY) -m lora_vs_full.cli.preflight $(PRESET) $(DATA_ARG) $(ARGS)
 
 reproduce-fig5: $(STAMP)  ## v1 Fig. 5 (intruders vs epsilon); PRESET=offline|paper|llama
 	$(REPRODUCE) fig5 --preset $(PRESET) $(DATA_ARG) $(ARGS)

@@ -26,6 +26,8 @@ class SequenceConfig:
     max_eval_samples: int | None = None  # cap per task for the probe's eval set
     data_dir: str | None = None  # original release files; None = Hugging Face Hub
     allow_substitutes: bool = False  # local files: accept a documented substitute (recorded in data.json)
+    hub_root: str | None = None  # local mirror of the Hub repos, <hub_root>/<repo id>/<revision>/ (data.hub)
+    check_rows: bool = True  # a Hub split must have the registry's row count
     # Per-task max length = the longest tokenised input among the rows used, capped by optim.max_length
     # (so no SIQA answer / WinoGrande option is cut); false = optim.max_length for every task.
     auto_max_length: bool = True
