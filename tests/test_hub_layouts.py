@@ -120,3 +120,16 @@ def test_hub_errors_keep_their_real_cause(exc, cause):
 
 def test_mirror_serves_all_paper_tasks():
     assert mirror_tasks() == ["mnli", "qqp", "sst2", "siqa", "winogrande", "fever"]
+
+
+def test_run_data_kwargs_reuse_the_runs_source_and_recorded_commit():
+    from omegaconf import OmegaConf
+
+    from lora_vs_full.data import run_data_kwargs
+
+    run_cfg = OmegaConf.create({"task": {"name": "qqp", "hub_root": "/m", "allow_substitutes": True}})
+    final = {"data_revisions": {"nyu-mll/glue": {"requested": "main", "commit": "a" * 40}}}
+    assert run_data_kwargs(run_cfg, final) == {
+        "data_dir": None, "hub_root": "/m", "revision": "a" * 40, "allow_substitutes": True, "check_rows": True,
+    }  # fmt: skip
+    assert run_data_kwargs(None)["allow_substitutes"] is False

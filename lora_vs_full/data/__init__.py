@@ -158,3 +158,24 @@ def load_run_data(task_cfg, *, seed: int) -> tuple[datasets.Dataset, datasets.Da
         if r.get("hub_id")
     }
     return train, evals, record
+
+
+def run_data_kwargs(run_cfg, final: dict | None = None) -> dict:
+    """The data-source keywords of :func:`load_task` that reproduce a finished run's data: its task
+    config's ``data_dir`` / ``hub_root`` / ``allow_substitutes`` / ``check_rows`` and, from ``final.json``,
+    the Hub commit its data resolved to (so a later evaluation reads the same files)."""
+    from omegaconf import OmegaConf
+
+    def get(key, default=None):
+        return OmegaConf.select(run_cfg, f"task.{key}", default=default) if run_cfg is not None else default
+
+    revision = get("revision")
+    for rec in ((final or {}).get("data_revisions") or {}).values():
+        revision = rec.get("commit") or revision
+    return {
+        "data_dir": get("data_dir"),
+        "hub_root": get("hub_root"),
+        "revision": revision,
+        "allow_substitutes": bool(get("allow_substitutes", False)),
+        "check_rows": bool(get("check_rows", True)),
+    }
