@@ -27,9 +27,10 @@ from lora_vs_full.errors import UserError
 
 CACHE_POLICIES = ("auto", "disk", "memory", "off")
 # float64 copies of the largest matrix alive at once: W0 (upcast), merged W_t, its SVD input, dW, the U/Vh
-# factors and LAPACK workspace. Benchmark-checked upper bound (BENCHMARKS.md, "Scale").
+# factors and LAPACK workspace. An upper bound: the scale benchmark measured 3.1 (float32 SVD, 4096 x 11008;
+# results/benchmarks/analysis-scale.json, BENCHMARKS.md "Scale").
 PEAK_MATRIX_COPIES = 7
-INTERPRETER_BYTES = 700 * 2**20  # python + torch + pandas + safetensors, measured ~0.5 GB at start
+INTERPRETER_BYTES = 1 << 30  # python + torch + pandas + transformers' imports: 1.0 GB measured (same file)
 MEMORY_CACHE_BYTES = 2 << 30  # SVDCache's in-memory LRU bound
 _TABLE_ROW_BYTES = 160  # one intruders row in parquet + csv (measured ~150)
 
