@@ -10,7 +10,7 @@ colours) plus full fine-tuning (black); dotted line at the headline epsilon = 0.
 writes ``fig5.{pdf,png,csv}`` and ``fig5_headline.csv`` (intruders at k = 10, epsilon = 0.5 per task x
 rank | full) and prints the headline.
 
-``--metric energy_share`` plots, instead of the count, the share of the top-k spectral energy carried by
+``--metric energy_share`` (or ``nearest_rank``) plots, instead of the count, the share of the top-k spectral energy carried by
 intruders (records.INTRUDER_SCALE_COLUMNS, mean over matrices): at 4096 dimensions counts saturate (every
 top-k vector of a random direction falls below eps = 0.5), the energy share does not (PAPER.md §13). Count
 plots draw the random-direction expectation (``n_random`` summed over matrices) as a grey reference
@@ -34,6 +34,8 @@ PAPER_FIGURE = "v1 Fig. 5 (v3 Fig. 4)"
 METRICS = {  # metric -> (table column, aggregation over a run's matrices, y-axis label)
     "count": ("n_intruders", "sum", "# intruder dimensions (k={k})"),
     "energy_share": ("energy_share", "mean", "intruder share of top-{k} energy (mean over matrices)"),
+    # NaN where a matrix has no intruder: the mean is over the matrices that have one
+    "nearest_rank": ("nearest_rank", "mean", "normalised rank of intruders' nearest pretrained vector"),
 }
 
 
@@ -127,7 +129,7 @@ def fig5_table(
 
 
 def _value_column(table: pd.DataFrame) -> str:
-    return "energy_share" if "energy_share" in table.columns else "n_intruders"
+    return next(col for col, _, _ in METRICS.values() if col in table.columns)
 
 
 def headline(table: pd.DataFrame, *, epsilon: float = records.HEADLINE_EPSILON) -> pd.DataFrame:
@@ -142,7 +144,7 @@ def headline(table: pd.DataFrame, *, epsilon: float = records.HEADLINE_EPSILON) 
 def plot_fig5(table: pd.DataFrame, *, k: int = records.HEADLINE_K, epsilon: float = records.HEADLINE_EPSILON):
     """Draw :func:`fig5_table`'s output; returns the matplotlib Figure (nothing is saved)."""
     value = _value_column(table)
-    ylabel = METRICS["energy_share" if value == "energy_share" else "count"][2].format(k=k)
+    ylabel = next(lab for col, _, lab in METRICS.values() if col == value).format(k=k)
     table = table.assign(panel=figdata.panel_names(table))
     panels = list(dict.fromkeys(table["panel"]))
     colors = figstyle.rank_colors(table.loc[table["method"] != "full", "rank"].dropna())
@@ -195,11 +197,11 @@ def make_fig5(
     """Write ``<name>.{pdf,png,csv}`` and ``<name>_headline.csv`` into ``out_dir``; return their paths."""
     table = fig5_table(intruders, k=k, runs=runs, tasks=tasks, metric=metric)
     fig = plot_fig5(table, k=k, epsilon=epsilon)
-    title = (
-        f"Intruder dimensions vs epsilon (k={k}, summed over matrices)"
-        if metric == "count"
-        else f"Intruder share of the top-{k} spectral energy vs epsilon (mean over matrices)"
-    )
+    title = {
+        "count": f"Intruder dimensions vs epsilon (k={k}, summed over matrices)",
+        "energy_share": f"Intruder share of the top-{k} spectral energy vs epsilon (mean over matrices)",
+        "nearest_rank": f"Normalised rank of the intruders' nearest pretrained vectors vs epsilon (k={k})",
+    }[metric]
     paths = figstyle.save(fig, table, out_dir, name, paper=PAPER_FIGURE, title=title)
     paths.append(figstyle.write_csv(headline(table, epsilon=epsilon), Path(out_dir) / f"{name}_headline.csv"))
     return paths
@@ -300,7 +302,9 @@ def main(argv: list[str] | None = None) -> None:
         metric=args.metric,
     )
     table = pd.read_csv(paths[-1])
-    what = "intruder dimensions" if args.metric == "count" else "intruder energy share"
+    what = {"count": "intruder dimensions", "energy_share": "intruder energy share"}.get(
+        args.metric, args.metric
+    )
     print(f"{what} at k={args.k}, epsilon={args.epsilon} (over matrices, mean over seeds):")
     print(table.to_string(index=False))
     for p in paths:

@@ -145,6 +145,8 @@ def test_tuned_list_and_manifest_then_fig5_draws(llama, tmp_path, capsys, monkey
     paths = fig5.make_fig5(out, tmp_path / "fig", k=10)
     assert all(p.is_file() for p in paths)
     energy = fig5.make_fig5(out, tmp_path / "fig", k=10, metric="energy_share", name="fig5_energy")
+    near = fig5.fig5_table(out, metric="nearest_rank")
+    assert near["nearest_rank"].dropna().between(0, 1).all() and near["nearest_rank"].notna().any()
     table = pd.read_csv(energy[2])
     assert table["energy_share"].between(0, 1).all() and "n_intruders" not in table.columns
 
