@@ -367,7 +367,11 @@ def scale_child(args) -> None:
 
     paths = json.loads(args.child_paths)
     grid = dict(
-        ks=[1, 5, 10, 20, 50], epsilons=[0.1, 0.3, 0.5, 0.7, 0.9], sim_n=100, dtype=args.dtype, device=args.device
+        ks=[1, 5, 10, 20, 50],
+        epsilons=[0.1, 0.3, 0.5, 0.7, 0.9],
+        sim_n=100,
+        dtype=args.dtype,
+        device=args.device,
     )
     base = open_model(paths["base"])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # interpreter + imports

@@ -20,7 +20,12 @@ from test_weights import make_lora, save_adapter
 from lora_vs_full.analysis import analyze_pair, read_tables, write_analysis
 from lora_vs_full.errors import UserError
 from lora_vs_full.models.targets import parse_weight_name
-from lora_vs_full.records import INTRUDER_COLUMNS, INTRUDER_SCALE_COLUMNS, MATRIX_COLUMNS, MATRIX_SCALE_COLUMNS
+from lora_vs_full.records import (
+    INTRUDER_COLUMNS,
+    INTRUDER_SCALE_COLUMNS,
+    MATRIX_COLUMNS,
+    MATRIX_SCALE_COLUMNS,
+)
 from lora_vs_full.spectral import SVDCache
 from lora_vs_full.weights import HFWeights, open_pair
 
