@@ -316,3 +316,29 @@ def test_shipped_llama_manifest_parses_and_downloads_are_budgeted(tmp_path, monk
     assert hub_download_bytes([(str(tmp_path), None)]) == 0  # local paths download nothing
     with pytest.raises(UserError, match=r"would download 50\.0 GB but only 10\.0 GB is allowed"):
         budget.check_downloads(50 * 10**9, disk_gb=10, where=tmp_path, what="the group")
+
+
+def test_download_estimate_skips_cached_files(monkeypatch):
+    """The Hub listing's sizes, minus files already in the HF cache (a rerun is not refused for them)."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+
+    from lora_vs_full.weights.resolve import hub_download_bytes
+
+    def f(name, size):
+        return SimpleNamespace(rfilename=name, size=size)
+
+    listing = {
+        "org/full": [f("config.json", 1), f("model-00001-of-00002.safetensors", 700), f("model-00002-of-00002.safetensors", 300)],
+        "org/legacy-lora": [f("adapter_config.json", 1), f("adapter_model.bin", 67), f("README.md", 5)],
+    }  # fmt: skip
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "model_info", lambda self, repo, revision=None, files_metadata=False: SimpleNamespace(siblings=listing[repo], sha="c" * 40)
+    )  # fmt: skip
+    cached = {("org/full", "model-00001-of-00002.safetensors")}
+    monkeypatch.setattr(
+        huggingface_hub, "try_to_load_from_cache", lambda repo, name, revision=None: "/x" if (repo, name) in cached else None
+    )  # fmt: skip
+    assert hub_download_bytes([("org/full", None), ("org/legacy-lora", None)]) == 300 + 67

@@ -66,7 +66,8 @@ def is_hub_spec(spec: str) -> bool:
 def hub_download_bytes(specs: list[tuple[str, str | None]]) -> int | None:
     """Bytes the Hub specs among ``specs`` would download (the files :func:`fetch` takes), from the Hub's
     file listing; 0 when all are local, None when unknown (offline, gated, network). Files already in the
-    local HF cache are counted too: an upper bound."""
+    local HF cache are not counted (a rerun after a download must not be refused for the space the
+    download itself took)."""
     import os
 
     hub = [(s, r) for s, r in specs if is_hub_spec(s)]
@@ -79,7 +80,8 @@ def hub_download_bytes(specs: list[tuple[str, str | None]]) -> int | None:
 
         api, total = HfApi(), 0
         for spec, rev in hub:
-            files = api.model_info(spec, revision=rev, files_metadata=True).siblings or []
+            info = api.model_info(spec, revision=rev, files_metadata=True)
+            files, info_sha = info.siblings or [], info.sha
             st = [f for f in files if f.rfilename.endswith(".safetensors") and "/" not in f.rfilename]
             if not st:
                 legacy = (
@@ -88,10 +90,16 @@ def hub_download_bytes(specs: list[tuple[str, str | None]]) -> int | None:
                     else ".bin"
                 )
                 st = [f for f in files if f.rfilename.endswith(legacy) and "/" not in f.rfilename]
-            total += sum((f.size or 0) for f in st)
+            total += sum((f.size or 0) for f in st if not _cached(spec, f.rfilename, info_sha))
         return total
     except Exception:  # offline, gated, unknown id: the download itself will report it
         return None
+
+
+def _cached(repo_id: str, filename: str, commit: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, filename, revision=commit), str)
 
 
 def remove_downloads(specs: list[str]) -> int:
