@@ -38,9 +38,9 @@ class Fig5Preset:
     gpu: bool = False
     train_overrides: dict = field(default_factory=dict)  # extra lvf-train overrides, key -> value
     analyze_overrides: dict = field(default_factory=dict)  # extra lvf-analyze overrides
-    # analysis-only presets (llama): the base and the public fine-tunes, analysed without training
-    base: str | None = None
-    tuned: list[str] = field(default_factory=list)
+    # analysis-only presets (llama): a manifest (conf/manifests/<name>.yaml: groups of one base + its public
+    # fine-tunes) analysed in one streamed pass per base, without training
+    manifest: str | None = None
 
 
 def name(cfg) -> str:
@@ -114,15 +114,11 @@ def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     work, tables = common.work_dir(name(cfg)), common.tables_dir(name(cfg))
     analysis = work / "analysis"
     ov = common.to_overrides(cfg.analyze_overrides) + [f"out={analysis}", "progress=false"]
-    if cfg.base:  # analysis only
+    if cfg.manifest:  # analysis only
         if cfg.gpu:
             common.require_gpu(cfg.preset, "analysis (7B matrices, float64 SVD)")
-        if not cfg.tuned:
-            raise UserError(f"preset fig5_{cfg.preset} has a base but no tuned checkpoints")
-        tuned = "[" + ",".join(cfg.tuned) + "]"
-        analyze(common.compose_command("analyze", [f"base={cfg.base}", f"tuned={tuned}", *ov]))
-        common.write_provenance(tables, preset=f"fig5_{cfg.preset}", base=cfg.base, tuned=list(cfg.tuned))
-        return [analysis]
+        analyze(common.compose_command("analyze", [f"manifest={cfg.manifest}", "cleanup_downloads=true", *ov]))
+        return [analysis, common.write_provenance(tables, preset=f"fig5_{cfg.preset}", manifest=cfg.manifest)]
     if cfg.gpu:
         common.require_gpu(cfg.preset, "training")
     run_dirs = common.train_runs(sweep(cfg, data_dir), log=log)
