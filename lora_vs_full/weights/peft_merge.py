@@ -55,7 +55,8 @@ def merge_in_place(peft_model):
     """Every tuner layer's ``merge()`` (the merge half of ``merge_and_unload``); returns the base model.
 
     The unload half is skipped: PEFT 0.21's VeRA ``merge_and_unload`` fails on a sequence classifier (it
-    tries to replace the ``modules_to_save`` head as if it were a Linear). Keys keep ``.base_layer.``.
+    tries to replace the ``modules_to_save`` head as if it were a Linear; the same failure as huggingface/peft#3114
+    reports for GraLoRA). Keys keep ``.base_layer.``.
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
