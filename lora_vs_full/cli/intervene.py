@@ -34,9 +34,9 @@ from lora_vs_full.errors import UserError
 from lora_vs_full.forgetting.config import register_configs, validate_intervene
 from lora_vs_full.forgetting.intervention import WeightPatcher, check_lambdas, paired_row, plan_model
 from lora_vs_full.forgetting.scorer import build_scorer
-from lora_vs_full.lifecycle import cfg_out, locked_by
+from lora_vs_full.lifecycle import cfg_out, json_part, locked_by
 from lora_vs_full.records import RUN_COLUMNS
-from lora_vs_full.storage import atomic_write_json, atomic_write_text, read_json, write_table
+from lora_vs_full.storage import atomic_write_json, atomic_write_text, write_table
 
 log = logging.getLogger("lvf-intervene")
 register_configs()
@@ -81,7 +81,10 @@ def _eval_setup(cfg, run_dir: Path, final: dict):
         max_samples = OmegaConf.select(run_cfg, "task.max_eval_samples")
     max_length = cfg.eval.max_length or OmegaConf.select(run_cfg, "optim.max_length", default=128)
     seed = int(final.get("seed") or 42)
-    ds = load_task(final["task"], "eval", data_dir=data_dir, max_samples=max_samples, seed=seed)
+    from lora_vs_full.data import run_data_kwargs  # the run's own data source, commit and substitutes
+
+    source = {**run_data_kwargs(run_cfg, final), "data_dir": data_dir}
+    ds = load_task(final["task"], "eval", max_samples=max_samples, seed=seed, **source)
     settings = {
         "task": final["task"],
         "max_samples": max_samples,
@@ -98,17 +101,12 @@ class _Parts:
         self.dir, self.source = out / "parts", source
 
     def get(self, key: str, measure, extra: dict | None = None) -> dict:
-        path = self.dir / f"{key}.json"
+        def compute() -> dict:
+            log.info("measuring %s", key)
+            return {"result": measure()}
+
         source = self.source | (extra or {})
-        if path.is_file():
-            stored = read_json(path)
-            if stored.get("source") == source:
-                log.info("up to date, skipping: %s", key)
-                return stored["result"]
-        log.info("measuring %s", key)
-        result = measure()
-        atomic_write_json(path, {"source": source, "result": result})
-        return result
+        return json_part(self.dir / f"{key}.json", source, compute, log=log.info, name=key)["result"]
 
 
 @locked_by(cfg_out, "intervention output")  # one writer per out directory (its parts and tables)
@@ -123,6 +121,7 @@ def intervene(cfg) -> pd.DataFrame:
     lambdas = check_lambdas(list(cfg.lambdas))
     if 1.0 not in lambdas:
         lambdas.append(1.0)  # the reference every row is paired with
+    ctl_lambdas = check_lambdas(list(cfg.control_lambdas)) if cfg.control_lambdas is not None else lambdas
     run_dir, out = Path(cfg.run), Path(cfg.out)
     final = read_final(run_dir)
     scorer, base_encoder = build_scorer(
@@ -174,7 +173,8 @@ def intervene(cfg) -> pd.DataFrame:
     try:
         for cond in conditions:
             extra = plan_key | ({"control_kind": cfg.control_kind} if cond == "control" else {})
-            for lam in lambdas:
+            grid = lambdas if cond == "intruder" or cfg.control_lambdas is None else ctl_lambdas
+            for lam in grid:
                 if lam == 1.0 or not plans:  # nothing scaled: the reference itself
                     measured[cond, lam] = reference
                     continue

@@ -91,6 +91,7 @@ class IntervenConfig(_Forgetting):
     preset: str = "all_linear"
     control: bool = True
     control_kind: str = "size_matched"
+    control_lambdas: list[float] | None = None  # None = the same grid as the intruder rows
     peft_compare: bool = True
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -137,6 +138,7 @@ def validate_intervene(cfg) -> None:
     )
     lams = list(cfg.lambdas)
     _check(len(lams) > 0, "lambdas is empty; pass e.g. 'lambdas=[0.1,0.3,0.5,0.7,0.9,1]'")
+    lams += list(cfg.control_lambdas or [])
     bad = [x for x in lams if not math.isfinite(x) or x < 0]
     _check(not bad, f"lambda must be >= 0 (0 removes the intruder, 1 leaves it), got {bad}")
     _check(

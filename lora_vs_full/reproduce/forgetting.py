@@ -75,6 +75,7 @@ class Table3Preset(_Forgetting):
     k: int = 10
     epsilon: float = 0.5
     control_kind: str = "size_matched"
+    control_lambdas: list[float] | None = None  # None = the same grid as the intruder rows
     eval_max_samples: int | None = None  # None = the whole eval set (SST-2 dev: 872)
 
 
@@ -377,6 +378,8 @@ def reproduce_table3(cfg, data_dir: str | None = None, log=print) -> list[Path]:
           f"epsilon={cfg.epsilon}", f"control_kind={cfg.control_kind}", *scoring_overrides(cfg, data_dir, work, log)]  # fmt: skip
     if data_dir:
         iv.append(f"eval.data_dir={Path(data_dir).resolve()}")
+    if cfg.control_lambdas is not None:
+        iv.append("control_lambdas=[" + ",".join(f"{x:g}" for x in cfg.control_lambdas) + "]")
     if cfg.eval_max_samples is not None:
         iv.append(f"eval.max_samples={int(cfg.eval_max_samples)}")
     df = intervene(common.compose_command("intervene", iv))
