@@ -148,3 +148,13 @@ def test_preflight_bad_settings():
         preflight.load_settings(["measure_stpes=2"])
     with pytest.raises(UserError, match="preset 'nope' has no conf/reproduce"):
         preflight.preset_runs("nope", preflight.load_settings([]), None, None)
+
+
+def test_preflight_llama_lists_every_public_checkpoint_it_could_not_resolve(capsys, monkeypatch):
+    from lora_vs_full.cli import preflight
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    preflight.main(["llama"])
+    out = capsys.readouterr().out
+    assert "NOT RUN: model meta-llama/Llama-2-7b-hf@main: resolve the commit, download size, gated?" in out
+    assert "NOT RUN: model LoRA-TMLR-2024/magicoder-lora-rank-256-alpha-512@main" in out

@@ -76,14 +76,17 @@ def preset_runs(preset: str, settings, data_dir: str | None, hub_root: str | Non
         _, schema = resolve(figure)
         pcfg = common.load_preset(f"{figure}_{preset}", schema=schema)
         extra = [f"task.hub_root={hub_root}"] if hub_root else []
+        if settings.allow_substitutes:
+            extra.append("task.allow_substitutes=true")
         if figure == "fig5":
             from lora_vs_full.config import compose_train
             from lora_vs_full.reproduce import fig5
 
-            if pcfg.base:  # analysis-only preset (llama): nothing trained
-                runs.append(
-                    {"figure": figure, "kind": "analysis", "base": pcfg.base, "tuned": list(pcfg.tuned)}
-                )
+            if pcfg.get("manifest"):  # analysis-only preset (llama): public checkpoints, nothing trained
+                manifest = OmegaConf.load(Path(CONFIG_DIR) / "manifests" / f"{pcfg.manifest}.yaml")
+                for group in manifest.groups:
+                    runs.append({"figure": figure, "kind": "analysis", "base": group.base,
+                                 "tuned": [ft.id for ft in group.fine_tunes]})  # fmt: skip
                 continue
             from lora_vs_full.runs import run_id
 
@@ -96,7 +99,8 @@ def preset_runs(preset: str, settings, data_dir: str | None, hub_root: str | Non
             from lora_vs_full.reproduce import continual
 
             for ov in continual.sweep(pcfg, data_dir):
-                cfg = _compose(compose_continual, ov)
+                cfg = _compose(compose_continual, [*ov, *(["sequence.allow_substitutes=true"]
+                                                         if settings.allow_substitutes else [])])  # fmt: skip
                 from lora_vs_full.runs import method_tag
 
                 tasks = list(cfg.sequence.tasks)
@@ -368,14 +372,28 @@ def check_models(runs: list[dict], report: Report, offline: bool) -> None:
                 )
                 continue
             if commit is None:
+                what = ("resolve the commit, download size, gated?" if run["kind"] == "analysis"
+                        else "resolve the commit, load tokenizer/config, MLM head, gated?")  # fmt: skip
                 report.not_run.append(
-                    f"model {src}@{revision or 'main'}: resolve the commit, load tokenizer/config, MLM head, "
-                    "gated? -- "
+                    f"model {src}@{revision or 'main'}: {what} -- "
                     + ("offline and not in the HF cache" if offline else "Hub unreachable, not cached")
                 )
                 continue
-            report.ok.append(f"model {src}@{revision or 'main'} -> commit {commit}")
+            size = _repo_bytes(src, commit)
+            report.ok.append(f"model {src}@{revision or 'main'} -> commit {commit}"
+                             + (f", {_fmt_bytes(size)} to download" if size else ""))  # fmt: skip
             _check_head(src, commit, report, run)
+
+
+def _repo_bytes(repo: str, commit: str) -> int | None:
+    """Total size of a model repo's files at ``commit`` (the Hub's metadata); None when unavailable."""
+    try:
+        from huggingface_hub import HfApi
+
+        info = HfApi().model_info(repo, revision=commit, files_metadata=True)
+        return sum(s.size or 0 for s in info.siblings or [])
+    except Exception:  # noqa: BLE001 - the size is informational
+        return None
 
 
 def _check_head(src: str, revision: str | None, report: Report, run: dict) -> None:
@@ -415,7 +433,8 @@ def plan_and_measure(runs, settings, rows, lengths, report: Report, log=print) -
     from lora_vs_full.device import resolve_device
 
     train_like = [r for r in runs if r["kind"] != "analysis"]
-    totals = {"runs": len(runs), "steps": 0, "tokens": 0, "ckpt_bytes": 0, "state_bytes": 0, "seconds": 0.0}
+    totals = {"runs": len(runs), "steps": 0, "tokens": 0, "ckpt_bytes": 0, "state_bytes": 0, "seconds": 0.0,
+              "rows": []}  # fmt: skip
     if not train_like:
         return totals
     first = train_like[0]["cfg"]
@@ -484,11 +503,32 @@ def plan_and_measure(runs, settings, rows, lengths, report: Report, log=print) -
         totals["ckpt_bytes"] += ckpt * (len(run["tasks"]) if run["kind"] == "continual" else 1)
         totals["state_bytes"] = max(totals["state_bytes"], state)
         totals["seconds"] += (steps * sec) if sec is not None else 0.0
+        totals["rows"].append({"figure": run["figure"], "run": run["desc"], "steps": None if unknown else steps,
+                               "tokens": tokens, "checkpoint_bytes": ckpt, "seconds_per_step": sec,
+                               "device_hours": hours})  # fmt: skip
         log(f"{run['figure']:7} {run['desc'][:70]:70} {steps if not unknown else '?':>9} {tokens:>10.3g} "
             f"{_fmt_bytes(ckpt):>9} {hours if hours is not None else float('nan'):>8.3g}")  # fmt: skip
     totals.update(model=what, device=str(device), seq_len=seq_len, batch=batch, t_full=t_full, t_lora=t_lora,
                   base_params=counts["total"])  # fmt: skip
     return totals
+
+
+def _write(dest: Path, preset: str, totals: dict, report: Report, offline: bool) -> None:
+    """``plan.csv`` (one row per run) and ``summary.json`` (totals, measured step times, check lists)."""
+    import pandas as pd
+
+    from lora_vs_full import provenance
+    from lora_vs_full.storage import atomic_write_json, atomic_write_with
+
+    plan = pd.DataFrame(totals["rows"])
+    atomic_write_with(dest / "plan.csv", lambda p: plan.to_csv(p, index=False))
+    summary = {k: v for k, v in totals.items() if k != "rows"}
+    summary.update(preset=preset, hub_offline=offline, device_hours=round(totals["seconds"] / 3600, 1),
+                   checkpoint_gb=round(totals["ckpt_bytes"] / 1e9, 1), ok=report.ok, notes=report.notes,
+                   not_run=report.not_run, failed=report.failed)  # fmt: skip
+    atomic_write_json(dest / "summary.json", summary)
+    atomic_write_json(dest / "provenance.json", provenance.collect(preset=preset))
+    print(f"wrote {dest / 'plan.csv'}, {dest / 'summary.json'}")
 
 
 @user_errors_exit
@@ -499,6 +539,9 @@ def main(argv: list[str] | None = None) -> None:
         "--data-dir", default=os.environ.get("LVF_DATA_DIR") or None, help="original release files"
     )
     ap.add_argument("--hub-root", default=None, help="local Hub mirror <root>/<repo id>/<revision>/")
+    ap.add_argument(
+        "--out", default=None, help="also write plan.csv + summary.json here (e.g. results/tables/...)"
+    )
     ap.add_argument("overrides", nargs="*", help="conf/preflight.yaml settings as key=value")
     args = ap.parse_intermixed_args(argv)
     settings = load_settings(args.overrides)
@@ -530,6 +573,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{title}: {item}")
     print(f"\nsummary: {len(report.ok)} checks passed, {len(report.failed)} failed, {len(report.not_run)} not run"
           + (" (offline: run `make preflight` where the Hub is reachable before renting the GPU)" if report.not_run else ""))  # fmt: skip
+    if args.out:
+        _write(Path(args.out), args.preset, totals, report, offline)
     if report.failed:
         raise UserError(f"{len(report.failed)} preflight check(s) failed (listed above as FAILED)")
 
