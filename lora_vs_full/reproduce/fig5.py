@@ -123,7 +123,9 @@ def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
         common.require_gpu(cfg.preset, "training")
     run_dirs = common.train_runs(sweep(cfg, data_dir), log=log)
     analyze(common.compose_command("analyze", [f"runs={common.runs_dir(name(cfg))}/*/*/*/seed*", *ov]))
-    paths = list(write_table(runs_table(run_dirs), tables / "runs"))
+    # every complete run of the preset (with and without DATA_DIR), as the analysis glob sees them
+    complete = sorted(p.parent for p in common.runs_dir(name(cfg)).glob("*/*/*/seed*/final.json"))
+    paths = list(write_table(runs_table(complete), tables / "runs"))
     paths += write_extract(analysis, tables / "analysis")
     paths.append(common.write_provenance(tables, preset=f"fig5_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs)))
     log(f"tables: {analysis}/intruders.parquet, {tables}/runs.csv")
