@@ -217,7 +217,8 @@ def run_headline(analysis: str | Path | pd.DataFrame, runs: pd.DataFrame | None)
     meta = df.drop_duplicates("run").set_index("run")[["task", "method", "rank", "lr"]]
     wide = meta.join(sums).reset_index()
     if runs is not None:
-        wide = wide.merge(runs[["run", "eval_accuracy"]], on="run", how="left")
+        keep = [c for c in ("run", "eval_accuracy", "acc_low", "acc_high", "eval_n") if c in runs.columns]
+        wide = wide.merge(runs[keep], on="run", how="left")
     wide["_full"] = wide["method"] == "full"
     return wide.sort_values(["task", "_full", "rank"]).drop(columns="_full").reset_index(drop=True)
 

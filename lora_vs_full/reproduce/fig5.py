@@ -70,13 +70,27 @@ def sweep(cfg, data_dir: str | None) -> list[list[str]]:
 
 
 def runs_table(run_dirs: list[Path]) -> pd.DataFrame:
-    """One row per run from its final.json: what the headline prints beside the intruder counts."""
-    cols = ["run", "task", "method", "rank", "alpha", "lr", "seed", "steps", "eval_accuracy", "diverged",
-            "substitutions"]  # fmt: skip
-    rows = [{c: read_json(Path(d) / "final.json").get(c if c != "run" else "run_id") for c in cols} for d in run_dirs]
-    for r in rows:  # substitute data files a run used (final.json), "" when none: figures/headlines carry them
-        r["substitutions"] = "; ".join(r["substitutions"] or [])
-    return pd.DataFrame(rows, columns=cols).sort_values(["task", "method", "rank", "seed"], na_position="last")
+    """One row per run from its final.json: what the headline prints beside the intruder counts.
+
+    ``eval_n`` is the size of the evaluation set (the last ``eval`` event of metrics.jsonl) and
+    ``acc_low`` / ``acc_high`` the Wilson 95 % interval of the accuracy over those examples.
+    """
+    import json
+
+    from lora_vs_full import stats
+
+    cols = ["run", "task", "method", "rank", "alpha", "lr", "seed", "steps", "eval_accuracy", "diverged"]
+    rows = []
+    for d in run_dirs:
+        final = read_json(Path(d) / "final.json")
+        row = {c: final.get(c if c != "run" else "run_id") for c in cols}
+        evals = [json.loads(line) for line in (Path(d) / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+        n = int(evals[-1]["n"]) if evals and "n" in evals[-1] else None
+        ci = stats.binomial(round(row["eval_accuracy"] * n), n) if n else None
+        row.update(eval_n=n, acc_low=ci.low if ci else None, acc_high=ci.high if ci else None)
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=[*cols, "eval_n", "acc_low", "acc_high"])
+    return df.sort_values(["task", "method", "rank", "seed"], na_position="last")
 
 
 def write_extract(analysis: Path, dest: Path, *, k: int = 10, sim_n: int = 20, top: int = 64) -> list[Path]:
