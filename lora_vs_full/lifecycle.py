@@ -237,6 +237,31 @@ def part_is_current(part: str | os.PathLike, source: dict, *, marker: str = "sou
         return False
 
 
+def json_part(path: str | os.PathLike, source: dict, compute: Callable[[], dict], *, log=None,
+              name: str | None = None) -> dict:  # fmt: skip
+    """A one-file part ``{"source": ..., **payload}`` (pseudo-loss rows, intervention measurements).
+
+    Returns the stored payload when the file's ``source`` equals ``source`` (logging ``up to date,
+    skipping: <name>``); otherwise ``compute()`` (a dict), written atomically with its source. A corrupt
+    part counts as stale and is recomputed.
+    """
+    from lora_vs_full.storage import atomic_write_json, read_json
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            stored = read_json(path)
+        except UserError:
+            stored = {}
+        if isinstance(stored, dict) and stored.get("source") == source:
+            if log is not None:
+                log(f"up to date, skipping: {name or path.stem}")
+            return {k: v for k, v in stored.items() if k != "source"}
+    payload = compute()
+    atomic_write_json(path, {"source": source, **payload})
+    return payload
+
+
 def begin_part(part: str | os.PathLike, *, marker: str = "source.json") -> Path:
     """Invalidate ``part`` before recomputing it (its marker goes first), and make sure it exists."""
     from lora_vs_full.storage import ensure_dir

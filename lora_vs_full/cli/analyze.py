@@ -42,10 +42,10 @@ from lora_vs_full.analysis import (
 )
 from lora_vs_full.cli._common import CONFIG_DIR, user_errors_exit
 from lora_vs_full.errors import UserError
-from lora_vs_full.lifecycle import cfg_out, locked_by
+from lora_vs_full.lifecycle import begin_part, cfg_out, finish_part, locked_by, part_is_current
 from lora_vs_full.records import HEADLINE_EPSILON, HEADLINE_K, SPECTRA_DIR, file_safe
 from lora_vs_full.spectral import DEFAULT_EPSILONS, DEFAULT_KS, SVDCache, validate_grid
-from lora_vs_full.storage import atomic_write_json, check_writable, read_json, write_table
+from lora_vs_full.storage import atomic_write_json, check_writable, write_table
 from lora_vs_full.weights import find_runs, open_model, open_pair, open_tuned
 from lora_vs_full.weights.manifest import FineTune, Group, groups_from, read_manifest
 from lora_vs_full.weights.resolve import hub_download_bytes, remove_downloads
@@ -239,19 +239,18 @@ def analyze_runs(
     for rc in checkpoints:
         part = out / "parts" / rc.part_name
         source = {"final_sha256": rc.final_sha256, "checkpoint": rc.checkpoint.name, "analysis": config}
-        if (part / "intruders.parquet").is_file() and (part / "source.json").is_file():
-            if read_json(part / "source.json") == source:
-                log.info("up to date, skipping: %s", rc.part_name)
-                parts.append(part)
-                continue
+        if part_is_current(part, source, outputs=("intruders.parquet",)):
+            log.info("up to date, skipping: %s", rc.part_name)
+            parts.append(part)
+            continue
         log.info("analysing %s (%s)", rc.part_name, rc.checkpoint)
-        (part / "source.json").unlink(missing_ok=True)
+        begin_part(part)  # its old source.json goes first: a kill mid-way leaves it stale, not current
         base_src, tuned_src = open_pair(rc.base, rc.checkpoint, base_revision=rc.base_revision)
         result = analyze_pair(
             base_src, tuned_src, cache=cache, run_meta=rc.meta, name=rc.part_name, **_engine_kw(kw)
         )
         write_analysis(result, part, spectra_dir=out / SPECTRA_DIR)
-        atomic_write_json(part / "source.json", source)
+        finish_part(part, source)  # LAST: marks the part complete
         parts.append(part)
     # Combined table: rebuilt from the parts every time (cheap), tables last.
     intruders = pd.concat([pd.read_parquet(p / "intruders.parquet") for p in parts], ignore_index=True)
@@ -302,10 +301,9 @@ def analyze_groups(groups: list[Group], out: Path, *, cfg, **kw) -> list[Path]:
                 "analysis": config,
             }
             parts.append(part)
-            if (part / "intruders.parquet").is_file() and (part / "source.json").is_file():
-                if read_json(part / "source.json") == source:
-                    log.info("up to date, skipping: %s", ft.name)
-                    continue
+            if part_is_current(part, source, outputs=("intruders.parquet",)):
+                log.info("up to date, skipping: %s", ft.name)
+                continue
             todo.append((ft, part, source))
         if not todo:
             continue
@@ -333,9 +331,9 @@ def analyze_groups(groups: list[Group], out: Path, *, cfg, **kw) -> list[Path]:
             **_engine_kw(kw),
         )
         for result, (_ft, part, source) in zip(results, todo, strict=True):
-            (part / "source.json").unlink(missing_ok=True)
+            begin_part(part)
             write_analysis(result, part, spectra_dir=out / SPECTRA_DIR)
-            atomic_write_json(part / "source.json", source)
+            finish_part(part, source)
         del base_src, srcs, results
         if cfg.cleanup_downloads:
             freed = remove_downloads([s for s, _ in specs])

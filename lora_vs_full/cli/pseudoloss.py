@@ -32,7 +32,7 @@ from lora_vs_full.cli._common import CONFIG_DIR, user_errors_exit
 from lora_vs_full.errors import UserError
 from lora_vs_full.forgetting.config import register_configs, validate_common
 from lora_vs_full.forgetting.scorer import Scorer, build_scorer, load_encoder
-from lora_vs_full.lifecycle import cfg_out, locked_by
+from lora_vs_full.lifecycle import cfg_out, json_part, locked_by
 from lora_vs_full.records import RUN_COLUMNS, file_safe
 from lora_vs_full.storage import atomic_write_json, read_json, write_table
 
@@ -103,22 +103,21 @@ def _targets(cfg) -> list[dict]:
 
 def _score_part(part: Path, source: dict, scorer: Scorer, load, row: dict) -> tuple[dict, list[float]]:
     """``(row, per-text pseudo-losses)``: reused when the part's stored source equals ``source``, else computed."""
-    if part.is_file():
-        stored = read_json(part)
-        if stored.get("source") == source:
-            log.info("up to date, skipping: %s", part.stem)
-            return stored["row"], stored["per_text"]
-    log.info("scoring %s", row["run"])
-    result = scorer(load())
-    per_text = result["per_text"]
-    row = row | {
-        "pseudo_loss": float(np.nanmean(per_text)),
-        "pseudo_loss_tokens": result["mean"],
-        "n_tokens": result["n_tokens"],
-        "n_texts": result["n_texts"],
-    }
-    atomic_write_json(part, {"source": source, "row": row, "per_text": per_text})
-    return row, per_text
+
+    def compute() -> dict:
+        log.info("scoring %s", row["run"])
+        result = scorer(load())
+        per_text = result["per_text"]
+        scored = row | {
+            "pseudo_loss": float(np.nanmean(per_text)),
+            "pseudo_loss_tokens": result["mean"],
+            "n_tokens": result["n_tokens"],
+            "n_texts": result["n_texts"],
+        }
+        return {"row": scored, "per_text": per_text}
+
+    stored = json_part(part, source, compute, log=log.info, name=part.stem)  # the shared part lifecycle
+    return stored["row"], stored["per_text"]
 
 
 def paired_forgetting(per_text: list[float], base_per_text: list[float]) -> stats.Estimate:
