@@ -219,8 +219,31 @@ def run_headline(analysis: str | Path | pd.DataFrame, runs: pd.DataFrame | None)
     if runs is not None:
         keep = [c for c in ("run", "eval_accuracy", "acc_low", "acc_high", "eval_n") if c in runs.columns]
         wide = wide.merge(runs[keep], on="run", how="left")
+        wide = _vs_full(wide)
     wide["_full"] = wide["method"] == "full"
     return wide.sort_values(["task", "_full", "rank"]).drop(columns="_full").reset_index(drop=True)
+
+
+def _vs_full(wide: pd.DataFrame) -> pd.DataFrame:
+    """``d_acc`` (this run minus full FT of the same task, first full run) with Newcombe's 95 % interval
+    ``d_low``/``d_high``: an interval containing 0 is no measurable accuracy difference."""
+    from lora_vs_full import stats
+
+    out = wide.assign(d_acc=float("nan"), d_low=float("nan"), d_high=float("nan"))
+    if "eval_n" not in out.columns:
+        return out
+    for task, rows in out.groupby("task"):
+        full = rows[(rows["method"] == "full") & rows["eval_n"].notna()]
+        if full.empty:
+            continue
+        f = full.iloc[0]
+        for i, r in rows.iterrows():
+            if r["method"] == "full" or pd.isna(r["eval_n"]):
+                continue
+            n, nf = int(r["eval_n"]), int(f["eval_n"])
+            e = stats.proportion_difference(round(r["eval_accuracy"] * n), n, round(f["eval_accuracy"] * nf), nf)
+            out.loc[i, ["d_acc", "d_low", "d_high"]] = [e.mean, e.low, e.high]
+    return out
 
 
 def draw_all(analysis: Path, out: Path, runs_csv: Path | None = None, log=print) -> list[Path]:

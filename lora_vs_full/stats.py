@@ -89,3 +89,13 @@ def spearman(x, y) -> tuple[float, float]:
     """Spearman's rho and its two-sided p-value (scipy.stats.spearmanr)."""
     res = stats.spearmanr(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
     return float(res.statistic), float(res.pvalue)
+
+
+def proportion_difference(correct_a: int, total_a: int, correct_b: int, total_b: int, *, level: float = LEVEL) -> Estimate:
+    """``p_a - p_b`` of two independent accuracies with Newcombe's hybrid score interval (from the two Wilson
+    intervals; Newcombe 1998, method 10). ``n`` is the smaller sample."""
+    a, b = binomial(correct_a, total_a, level=level), binomial(correct_b, total_b, level=level)
+    d = a.mean - b.mean
+    low = d - np.sqrt((a.mean - a.low) ** 2 + (b.high - b.mean) ** 2)
+    high = d + np.sqrt((a.high - a.mean) ** 2 + (b.mean - b.low) ** 2)
+    return Estimate(float(d), float(low), float(high), int(min(total_a, total_b)))

@@ -74,3 +74,30 @@ def test_a_sweep_finishes_past_a_failing_run(tmp_path, tiny_model_dir):
     assert "method.rank=0" in str(exc.value) and "rnak" in str(exc.value)
     done = list((tmp_path / "runs").glob("*/*/full/seed42/final.json"))
     assert len(done) == 1  # the good run in the middle completed
+
+
+def test_newcombe_difference_interval_known_answer():
+    """Newcombe (1998), Stat. Med. 17:873, Table II example (56/70 vs 48/80): 0.2000 [0.0524, 0.3339]."""
+    from lora_vs_full import stats
+
+    e = stats.proportion_difference(56, 70, 48, 80)
+    assert (round(e.mean, 4), round(e.low, 4), round(e.high, 4)) == (0.2, 0.0524, 0.3339)
+    assert e.distinguishable() and not stats.proportion_difference(50, 100, 52, 100).distinguishable()
+
+
+def test_fig5_headline_difference_to_full_ft(tmp_path):
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+    import fig5 as fig5_draw
+
+    wide = pd.DataFrame(
+        {"run": ["a", "b", "c"], "task": ["t", "t", "t"], "method": ["lora", "lora", "full"], "rank": [1, 8, None],
+         "eval_accuracy": [56 / 70, 0.8, 48 / 80], "eval_n": [70, 80, 80]}
+    )  # fmt: skip
+    out = fig5_draw._vs_full(wide).set_index("run")
+    assert round(out.loc["a", "d_low"], 4) == 0.0524 and pd.isna(out.loc["c", "d_acc"])
+    assert round(out.loc["b", "d_acc"], 6) == 0.2
