@@ -296,7 +296,8 @@ def check_data(runs: list[dict], settings, report: Report, offline: bool) -> tup
             except UserError as exc:
                 report.failed.append(f"data {task} ({where}): {exc}")
                 continue
-            rows[(task, "train")], rows[(task, "eval")] = len(train), len(evals)
+            if not rec["substitutions"]:  # a substitute's size is not the paper's: plan with the registry's
+                rows[(task, "train")], rows[(task, "eval")] = len(train), len(evals)
             labels = sorted(set(train["label"]) | set(evals["label"]))
             lengths[task] = _mean_tokens(run["cfg"], train, settings, report)
             commit = rec["train"].get("commit")
@@ -557,7 +558,7 @@ def main(argv: list[str] | None = None) -> None:
     check_models(runs, report, offline)
     if online == "true" and report.not_run:
         report.failed.append("online=true but the Hub checks could not run (see NOT RUN)")
-    print("\nplan (steps from the registry's row counts unless the data were loaded here):")
+    print("\nplan (steps from the registry's row counts unless the release files were loaded here):")
     totals = plan_and_measure(runs, settings, rows, lengths, report)
     print(
         f"\ntotal: {totals['runs']} runs, {totals['steps']:,} optimiser steps, {totals['tokens']:.3g} tokens "
