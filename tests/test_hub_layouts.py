@@ -133,3 +133,49 @@ def test_run_data_kwargs_reuse_the_runs_source_and_recorded_commit():
         "data_dir": None, "hub_root": "/m", "revision": "a" * 40, "allow_substitutes": True, "check_rows": True,
     }  # fmt: skip
     assert run_data_kwargs(None)["allow_substitutes"] is False
+
+
+def test_hub_path_reads_at_the_resolved_commit_and_records_it(monkeypatch, mirror):
+    import datasets
+
+    calls = {}
+    real = datasets.load_dataset_builder
+
+    def fake(path, name=None, **kwargs):  # the Hub, served from the mirror's files
+        calls.update(path=path, name=name, **kwargs)
+        return real(str(mirror / "allenai/winogrande/main"), name)
+
+    monkeypatch.setattr(datasets, "load_dataset_builder", fake)
+    monkeypatch.setattr("lora_vs_full.provenance.resolve_commit", lambda *a, **k: "c" * 40)
+    monkeypatch.setattr(
+        hub_mod, "_hub_file_records", lambda repo, commit, files: [{"path": f} for f in files]
+    )
+    ds, rec = load_task_with_record("winogrande", "eval", check_rows=False)
+    assert calls == {"path": "allenai/winogrande", "name": "winogrande_xl", "revision": "c" * 40}
+    assert rec["source"] == "hub" and rec["revision"] == "main" and rec["commit"] == "c" * 40 and len(ds) == 6
+
+
+def test_a_pinned_revision_that_the_files_do_not_match_is_an_error(tmp_path):
+    import time
+
+    write_hub_mirror(tmp_path, rows=3)
+    pinned, other = "a" * 40, "b" * 40
+    repo = tmp_path / "allenai/social_i_qa" / pinned  # a mirror folder named by the pinned commit ...
+    (tmp_path / "allenai/social_i_qa/refs/convert/parquet").rename(repo)
+    for split in ("train", "validation"):  # ... whose hf-download metadata says another commit
+        meta = repo / ".cache/huggingface/download/default" / split / "0000.parquet.metadata"
+        meta.parent.mkdir(parents=True)
+        meta.write_text(f"{other}\netag\n{time.time() + 60}\n")
+    with pytest.raises(
+        UserError, match=f"revision {pinned} was requested but the files read are from commit {other}"
+    ):
+        load_task("siqa", "eval", hub_root=str(tmp_path), revision=pinned, check_rows=False)
+
+
+def test_a_pinned_model_revision_must_resolve_to_itself(monkeypatch):
+    from lora_vs_full import provenance
+
+    monkeypatch.setattr(provenance, "resolve_commit", lambda *a, **k: "b" * 40)
+    with pytest.raises(UserError, match="revision a{40} was requested but it resolves to b{40}"):
+        provenance.model_record("FacebookAI/roberta-base", "a" * 40)
+    assert provenance.model_record("FacebookAI/roberta-base", "main")["commit"] == "b" * 40
