@@ -60,8 +60,20 @@ def _runs(out: Path) -> pd.DataFrame:
 
 def test_tables_and_figure_from_hand_made_runs(tmp_path):
     acc = _runs(tmp_path / "runs")
+    # an interrupted run (stages 0-2 of 3) is listed, not summarised: it has no end of sequence
+    part = pd.read_parquet(tmp_path / "runs" / "lora1-s1" / "continual.parquet")
+    part_i = pd.read_parquet(tmp_path / "runs" / "lora1-s1" / "continual_intruders.parquet")
+    write_table(
+        part[part.stage < 3].assign(run="lora1-s9", seed=9), tmp_path / "runs" / "lora1-s9" / "continual"
+    )
+    write_table(
+        part_i[part_i.stage < 3].assign(run="lora1-s9", seed=9),
+        tmp_path / "runs" / "lora1-s9" / "continual_intruders",
+    )
     dest = tmp_path / "tables"
-    paths, summary = write_tables(tmp_path / "runs", dest, Gate(), k=10, epsilon=0.5)
+    paths, summary = write_tables(tmp_path / "runs", dest, Gate(), k=10, epsilon=0.5, log=lambda _m: None)
+    assert summary["incomplete_runs"] == ["lora1-s9"] and "Incomplete runs" in summary["headline"]
+    assert "lora1-s9" not in set(pd.read_csv(dest / "accuracy_runs.csv")["run"])
     assert all(Path(p).suffix in (".csv", ".json") for p in paths) and not list(dest.glob("*.parquet"))
     stages = pd.read_csv(dest / "stages.csv")
     assert len(stages) == 6 * 3 and stages["learned"].sum() == 17

@@ -84,4 +84,12 @@ def describe(rec: dict) -> str:
             f"{rec['n_inputs']} inputs); truncated {100 * rec['truncated']:.1f} %")  # fmt: skip
     if rec["answers_cut"] is not None:
         line += f", answers/options cut {100 * rec['answers_cut']:.1f} %"
+    if rec.get("reference_length") is not None:  # the same rows at a fixed reference length, for comparison
+        line += f" (at {int(rec['reference_length'])}: truncated {100 * rec['truncated_at_ref']:.1f} %"
+        if (
+            rec.get("answers_cut_at_ref") is not None
+            and rec["answers_cut_at_ref"] == rec["answers_cut_at_ref"]
+        ):
+            line += f", answers/options cut {100 * rec['answers_cut_at_ref']:.1f} %"
+        line += ")"
     return line

@@ -111,6 +111,23 @@ def lengths_table(run_dirs: list[Path]) -> pd.DataFrame:
     return df.drop_duplicates(subset=["seed", "task"]).reset_index(drop=True) if len(df) else df
 
 
+def reference_truncation(cfg, reference: int = 64) -> pd.DataFrame:
+    """Truncation the same rows would suffer at a fixed ``reference`` max length (the former offline 64),
+    for comparison with the measured per-task lengths: task, truncated_at_ref, answers_cut_at_ref."""
+    from lora_vs_full.continual.lengths import measure
+    from lora_vs_full.continual.sequence import TaskData
+    from lora_vs_full.models.build import load_tokenizer
+
+    data, tok = TaskData(cfg), load_tokenizer(cfg.model)
+    rows = []
+    for task in cfg.sequence.tasks:
+        rec = measure(tok, task, [data.train(task), data.probe_train(task), data.eval(task)], ceiling=reference,
+                      auto=False)  # fmt: skip
+        rows.append({"task": task, "reference_length": reference, "truncated_at_ref": rec["truncated"],
+                     "answers_cut_at_ref": rec["answers_cut"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def write_tables(
     out: Path, dest: Path, gate, *, k: int, epsilon: float, log=print
 ) -> tuple[list[Path], dict]:
@@ -120,6 +137,12 @@ def write_tables(
     from lora_vs_full.continual.tables import collect_tables
 
     acc, intr = collect_tables(out)
+    # A run interrupted mid-sequence has no "end": it is listed, not summarised (rerun to complete it).
+    n_stages = acc.groupby("run")["stage"].max()
+    incomplete = sorted(n_stages[n_stages < acc["eval_task"].nunique()].index)  # stage T trains task T
+    if incomplete:
+        log(f"incomplete runs left out of the tables (rerun to finish them): {', '.join(incomplete)}")
+        acc, intr = acc[~acc["run"].isin(incomplete)], intr[~intr["run"].isin(incomplete)]
     if acc["n_eval"].isna().any():
         raise UserError(
             f"{out} holds runs without n_eval (made before issue 11): rerun them with overwrite=true"
@@ -141,7 +164,10 @@ def write_tables(
     paths += write_table(S.end_forgetting(acc, gates), dest / "end_forgetting")
     paths += write_table(S.intruders_per_stage(intr, k=k, epsilon=epsilon), dest / "intruders")
     paths += write_table(S.headline_table(summary), dest / "headline")
-    summary["headline"] = S.headline(summary)
+    summary["incomplete_runs"] = incomplete
+    summary["headline"] = S.headline(summary) + (
+        f"\nIncomplete runs, not summarised: {', '.join(incomplete)}." if incomplete else ""
+    )
     paths.append(atomic_write_json(dest / "summary.json", summary))
     for p in list(dest.glob("*.parquet")):  # committed tables are CSV only (exact, small, diffable)
         p.unlink()
@@ -168,6 +194,7 @@ def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
                                   log=log)  # fmt: skip
     lens = lengths_table(run_dirs)
     if len(lens):
+        lens = lens.merge(reference_truncation(first), on="task", how="left")
         paths += [p for p in write_table(lens, dest / "lengths") if Path(p).suffix == ".csv"]
         (dest / "lengths.parquet").unlink(missing_ok=True)
         log("measured token lengths (rows of the first seed):")
