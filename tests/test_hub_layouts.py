@@ -179,3 +179,12 @@ def test_a_pinned_model_revision_must_resolve_to_itself(monkeypatch):
     with pytest.raises(UserError, match="revision a{40} was requested but it resolves to b{40}"):
         provenance.model_record("FacebookAI/roberta-base", "a" * 40)
     assert provenance.model_record("FacebookAI/roberta-base", "main")["commit"] == "b" * 40
+
+
+def test_a_run_recorded_base_commit_cannot_be_overridden():
+    from lora_vs_full.provenance import check_recorded_revision
+
+    check_recorded_revision("a" * 40, None, "run x")  # nothing requested: the recorded commit is used
+    check_recorded_revision("a" * 40, "a" * 40, "run x")
+    with pytest.raises(UserError, match="run x was trained on commit a{40} but revision main was requested"):
+        check_recorded_revision("a" * 40, "main", "run x")

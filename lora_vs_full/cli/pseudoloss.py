@@ -87,6 +87,10 @@ def _targets(cfg) -> list[dict]:
     out = []
     for rc in found:
         final = read_json(rc.run_dir / "final.json")
+        if cfg.base_revision is not None:  # a run's base is loaded at the commit it recorded, never another
+            from lora_vs_full.provenance import check_recorded_revision
+
+            check_recorded_revision(rc.base_revision, cfg.base_revision, f"run {rc.run_dir}")
         out.append(
             dict(
                 name=rc.part_name,
