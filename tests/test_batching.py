@@ -130,3 +130,27 @@ def test_grouped_run_logs_its_setup(tiny_model_dir, tmp_path):
     assert (setup["precision"], setup["tf32"], setup["fused_adamw"]) == ("fp32", False, False)
     assert setup["attn_implementation"] == "eager" and 0 <= setup["pad_fraction_epoch1"] < 1
     assert torch.backends.cuda.matmul.allow_tf32 is False  # no process-wide flag leaked
+
+
+def test_bench_train_table_is_read_from_its_rows():
+    """benchmarks/bench_train.py: the BENCHMARKS.md table and ratios are pure functions of the result rows."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # no work at import time
+    rows = [
+        {"impl": i, "order": o, "examples_per_s": v, "pad_fraction": p, "peak_mb": 1.0}
+        for i, o, v, p in [("ours", "random", 10.0, 0.5), ("ours", "grouped", 20.0, 0.05),
+                           ("trainer", "random", 10.0, 0.5), ("trainer", "grouped", 16.0, 0.06)]
+    ]  # fmt: skip
+    assert bench._ratios(rows) == {
+        "ours_grouped_vs_trainer_default": 2.0,
+        "ours_grouped_vs_trainer_grouped": 1.25,
+        "ours_random_vs_trainer_default": 1.0,
+    }
+    table = bench._table(rows)
+    assert [r["x Trainer default"] for r in table] == [1.0, 2.0, 1.0, 1.6]
+    assert table[1]["configuration"] == "our loop, length-grouped"
