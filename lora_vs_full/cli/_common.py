@@ -187,10 +187,10 @@ def user_errors_exit(fn):
         try:
             value = fn(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
             if job is None:
+                print(f"error: {exc}", file=sys.stderr)
                 sys.exit(2)
-            logging.getLogger("lvf").error("error: %s", exc)
+            logging.getLogger("lvf").error("error: %s", exc)  # console and the job's log
             _record(job, "failed", f"error: {exc}", user_error=True)
             return None
         except Exception as exc:
