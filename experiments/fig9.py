@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 import figstyle
+import numpy as np
 import pandas as pd
 
 from lora_vs_full import layout
@@ -68,15 +69,21 @@ def plot_fig9(agg: pd.DataFrame, runs: pd.DataFrame):
     with figstyle.style():
         fig, (ax, bx) = plt.subplots(1, 2, figsize=(figstyle.PANEL_WIDTH * 2, figstyle.PANEL_HEIGHT))
         for r in full.to_dict("records"):
-            ax.axhline(
-                r["forgetting"], color=figstyle.FULL_COLOR, lw=1.3, label=f"full FT ({r['n_seeds']} seeds)"
-            )
-            ax.axhspan(r["forgetting_low"], r["forgetting_high"], color=figstyle.FULL_COLOR, alpha=0.12, lw=0)
+            lo, hi, what = r["forgetting_low"], r["forgetting_high"], f"{r['n_seeds']} seeds"
+            if not (np.isfinite(lo) and np.isfinite(hi)):  # one seed: its interval over texts instead
+                run = runs[runs["method"] == "full"].iloc[0]
+                lo, hi, what = run["forgetting_low"], run["forgetting_high"], "1 seed, CI over texts"
+            ax.axhline(r["forgetting"], color=figstyle.FULL_COLOR, lw=1.3, label=f"full FT ({what})")
+            ax.axhspan(lo, hi, color=figstyle.FULL_COLOR, alpha=0.12, lw=0)
         ax.plot(lora["rank"], lora["forgetting"], color="0.6", lw=1, zorder=1)
         for r in lora.to_dict("records"):
-            ax.errorbar([r["rank"]], [r["forgetting"]], yerr=[[r["forgetting"] - r["forgetting_low"]],
-                        [r["forgetting_high"] - r["forgetting"]]], fmt="o", ms=5, capsize=3,
-                        color=colors[int(r["rank"])], label=f"LoRA r={int(r['rank'])} ({r['n_seeds']} seeds)")  # fmt: skip
+            lo, hi, what = r["forgetting_low"], r["forgetting_high"], f"{r['n_seeds']} seeds"
+            if not (np.isfinite(lo) and np.isfinite(hi)):  # one seed: its interval over texts instead
+                run = runs[(runs["method"] == "lora") & (runs["rank"] == r["rank"])].iloc[0]
+                lo, hi, what = run["forgetting_low"], run["forgetting_high"], "1 seed, CI over texts"
+            ax.errorbar([r["rank"]], [r["forgetting"]], yerr=[[r["forgetting"] - lo], [hi - r["forgetting"]]],
+                        fmt="o", ms=5, capsize=3, color=colors[int(r["rank"])], mfc="none" if "1 seed" in what else None,
+                        label=f"LoRA r={int(r['rank'])} ({what})")  # fmt: skip
         ax.axhline(0.0, color="0.45", ls=":", lw=1.0, label="base (untouched)")
         if len(lora):
             ax.set_xscale("log", base=2)
@@ -84,7 +91,7 @@ def plot_fig9(agg: pd.DataFrame, runs: pd.DataFrame):
             figstyle.plain_log_ticks(ax.xaxis)
         ax.set_xlabel("LoRA rank")
         ax.set_ylabel("forgetting (pseudo-loss − base, nats)")
-        ax.set_title("mean ± 95 % t-interval across seeds")
+        ax.set_title("mean, 95 % t-interval across seeds")
         ax.legend(fontsize=6)
         for r in runs[runs["method"].isin(["lora", "full"])].to_dict("records"):
             c = figstyle.FULL_COLOR if r["method"] == "full" else colors[int(r["rank"])]

@@ -53,6 +53,12 @@ def test_fig9_tables_average_seeds_with_t_intervals_and_draw(tmp_path):
     assert pd.read_csv(tmp_path / "fig" / "fig9.csv")["forgetting"].tolist() == pytest.approx(
         agg["forgetting"].tolist()
     )
+    one = pl[(pl["seed"].isna()) | (pl["seed"] == 42) | (pl["rank"] == 8)]  # r1 and full FT: one seed
+    agg1 = forgetting.fig9_tables(one)
+    assert agg1.loc[agg1["method"] == "full", "forgetting_low"].isna().all()  # no interval from one seed
+    agg1.to_csv(tables / "fig9.csv", index=False)
+    forgetting._run_rows(one).to_csv(tables / "runs.csv", index=False)
+    assert len(fig9.make_fig9(tables, tmp_path / "fig1")) == 3  # drawn with the runs' intervals over texts
     with pytest.raises(UserError, match="make reproduce-fig9"):
         fig9.load(tmp_path / "nowhere")
 
