@@ -201,7 +201,22 @@ def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
         for rec in lens[lens["seed"] == lens["seed"].iloc[0]].to_dict("records"):
             log("  " + describe(rec))
     paths.append(common.write_provenance(dest, preset=f"fig8_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs),
-                                         sequence=list(cfg.data_tasks if data_dir else cfg.tasks)))  # fmt: skip
+                                         sequence=list(cfg.data_tasks if data_dir else cfg.tasks),
+                                         substitutions=substitutions(run_dirs)))  # fmt: skip
     log("\n" + summary["headline"])
+    for note in substitutions(run_dirs):  # substitute data files (each run's data.json), named visibly
+        log(f"NOTE: substitute data: {note}")
     log(f"tables: {dest}")
     return paths
+
+
+def substitutions(run_dirs: list[Path]) -> list[str]:
+    """Every substitute data file the runs read (``data.json`` records), e.g. QQP eval from a train subset."""
+    from lora_vs_full.storage import read_json
+
+    notes = set()
+    for d in run_dirs:
+        f = Path(d) / "data.json"
+        if f.is_file():
+            notes |= {r["substitution"] for r in read_json(f).get("records", {}).values() if r.get("substitution")}
+    return sorted(notes)
