@@ -133,17 +133,26 @@ def forgetting_table(acc: pd.DataFrame) -> pd.DataFrame:
         meta = r.iloc[0]
         own = r.dropna(subset=["trained_task"]).groupby("trained_task")["stage"].first()
         for task, s_i in own.items():
-            at = r[r["eval_task"] == task].set_index("stage")["accuracy"]
+            rows_i = r[r["eval_task"] == task].set_index("stage")
+            at = rows_i["accuracy"]
             if s_i not in at.index:
                 continue
+            n = int(rows_i["n_eval"].iloc[0]) if "n_eval" in rows_i else 0
             for t in sorted(x for x in at.index if x >= s_i):
                 rows.append({"run": run, "method": meta["method"], "rank": meta["rank"], "seed": meta["seed"],
                              "eval_task": str(task), "trained_stage": int(s_i), "stage": int(t),
-                             "forgetting": float(at[s_i] - at[t])})  # fmt: skip
-    cols = [*RUN_KEYS, "eval_task", "trained_stage", "stage", "forgetting"]
+                             "forgetting": float(at[s_i] - at[t]),
+                             "eval_var": _diff_var(at[s_i], at[t], n)})  # fmt: skip
+    cols = [*RUN_KEYS, "eval_task", "trained_stage", "stage", "forgetting", "eval_var"]
     out = pd.DataFrame(rows, columns=cols)
     out["rank"] = out["rank"].astype("Int64")
     return out
+
+
+def _diff_var(p1: float, p2: float, n: int) -> float:
+    """Eval-set (binomial) variance of a difference of two accuracies on n items, taken as independent --
+    conservative: the same items score both, which correlates them positively."""
+    return (p1 * (1 - p1) + p2 * (1 - p2)) / n if n > 0 else float("nan")
 
 
 def end_forgetting(acc: pd.DataFrame, gates: pd.DataFrame) -> pd.DataFrame:
@@ -161,10 +170,14 @@ def end_forgetting(acc: pd.DataFrame, gates: pd.DataFrame) -> pd.DataFrame:
             & g["eval_task"].map(lambda t: learnable.get(t, False))
         ]
         m = g.iloc[0]
+        mean = float(sel["forgetting"].mean()) if len(sel) else np.nan
+        # 95 % eval-set interval of this one run's mean (the across-seed interval is in the summary)
+        half = 1.96 * float(np.sqrt(sel["eval_var"].sum())) / len(sel) if len(sel) else np.nan
         rows.append({"run": run, "method": m["method"], "rank": m["rank"], "seed": m["seed"],
-                     "n_tasks": len(sel), "end_forgetting": float(sel["forgetting"].mean()) if len(sel) else np.nan,
+                     "n_tasks": len(sel), "end_forgetting": mean, "eval_low": mean - half, "eval_high": mean + half,
                      "eligible": bool(elig.loc[run, "eligible"]), "reason": elig.loc[run, "reason"]})  # fmt: skip
-    out = pd.DataFrame(rows, columns=[*RUN_KEYS, "n_tasks", "end_forgetting", "eligible", "reason"])
+    cols = [*RUN_KEYS, "n_tasks", "end_forgetting", "eval_low", "eval_high", "eligible", "reason"]
+    out = pd.DataFrame(rows, columns=cols)
     out["rank"] = out["rank"].astype("Int64")
     return out
 
@@ -243,6 +256,10 @@ def summarize(acc: pd.DataFrame, intr: pd.DataFrame, gate: Gate = Gate(), *, k: 
             "excluded": {f"seed {int(s)}": r for s, r in e.loc[~e["eligible"], ["seed", "reason"]].itertuples(index=False)},
             "end_forgetting": _est(stats.t_interval(ok["end_forgetting"])),
             "end_forgetting_all_runs": _est(stats.t_interval(e["end_forgetting"])),
+            # each run's end forgetting with its eval-set (binomial) 95 % interval, eligible or not
+            "per_seed": {f"seed{int(r.seed)}": {**_est(stats.Estimate(r.end_forgetting, r.eval_low, r.eval_high,
+                                                                        int(r.n_tasks))), "eligible": bool(r.eligible)}
+                         for r in e.itertuples(index=False)},
             "stages_learned": f"{int(g['learned'].sum())}/{len(g)}",
             "intruders_per_stage": {int(s): _est(stats.Estimate(m, lo, hi, n)) for s, m, lo, hi, n in
                                     ip[["stage", "n_intruders", "low", "high", "n_seeds"]].itertuples(index=False)},
@@ -313,6 +330,9 @@ def headline(summary: dict) -> str:
         )
         lines.append(f"  {label:<10} {_fmt(m['end_forgetting'])}  ({m['eligible_runs']}/{m['runs']} runs eligible, "
                      f"stages learned {m['stages_learned']}){intr}")  # fmt: skip
+        for seed, r in m["per_seed"].items():
+            note = "" if r["eligible"] else " -- descriptive only, not eligible"
+            lines.append(f"    {seed}: {_fmt(r)} over {r['n']} earlier task(s), eval-set interval{note}")
         for seed, reason in m["excluded"].items():
             lines.append(f"    no forgetting conclusion from {label} {seed}: {reason}")
     for name, e in summary["comparisons"].items():
@@ -330,7 +350,9 @@ def headline_table(summary: dict) -> pd.DataFrame:
         f = m["end_forgetting"]
         last = max(m["intruders_per_stage"]) if m["intruders_per_stage"] else None
         i = m["intruders_per_stage"][last] if last is not None else {"mean": None, "low": None, "high": None}
+        f_all = m["end_forgetting_all_runs"]
         rows.append({"method": m["label"], "runs": m["runs"], "eligible_runs": m["eligible_runs"],
+                     "end_forgetting_all_runs": f_all["mean"],
                      "stages_learned": m["stages_learned"], "end_forgetting": f["mean"],
                      "forgetting_low": f["low"], "forgetting_high": f["high"], "intruders_end": i["mean"],
                      "intruders_low": i["low"], "intruders_high": i["high"]})  # fmt: skip
