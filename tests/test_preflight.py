@@ -71,6 +71,14 @@ def test_paper_pipeline_on_hub_layouts(tiny_model_dir, mirror, tmp_path):
     analyze(compose_command("analyze", [f"runs='{glob}'", f"out={out}", "progress=false"]))
     table = pd.read_parquet(out / "intruders.parquet")
     assert set(table["task"]) == {"winogrande", "fever"}
+    # figures: Fig. 5 drawn from that analysis by the drawing module
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+    import fig5
+
+    drawn = fig5.make_fig5(out, tmp_path / "figures")
+    assert any(Path(p).name == "fig5.png" for p in drawn)
     # pseudo-loss of one run (the base is the run's recorded base)
     text = tmp_path / "corpus.txt"
     text.write_text("".join(f"Line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(8)))
