@@ -40,7 +40,7 @@ from lora_vs_full.continual.probe import probe_accuracy
 from lora_vs_full.continual.tables import DONE_FILE, collect_tables, write_run_tables
 from lora_vs_full.device import resolve_device
 from lora_vs_full.errors import UserError
-from lora_vs_full.lifecycle import locked_by
+from lora_vs_full.lifecycle import config_diff, locked_by, refuse_mismatch
 from lora_vs_full.storage import (
     atomic_write_json,
     atomic_write_text,
@@ -73,11 +73,8 @@ def prepare_run_dir(cfg: DictConfig, log=print) -> Path:
         old = read_json(stored)
         if old != ident:
             if not cfg.overwrite:
-                changed = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
-                raise UserError(
-                    f"{run_dir} holds a continual run made with a different config ({', '.join(changed)} "
-                    "differ): pass overwrite=true to replace it, or out=<another directory>"
-                )
+                refuse_mismatch(run_dir, "a continual run", config_diff(old, ident),  # names the nested keys
+                                "pass overwrite=true to replace it, or out=<another directory>")  # fmt: skip
             log(f"overwrite=true: replacing {run_dir} (its config differs)")
             shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
