@@ -54,7 +54,9 @@ def describe_diff(changes: list[str], shown: int = 3) -> str:
 def refuse_mismatch(where, what: str, changes: list[str], fix: str) -> None:
     """Raise the one-line UserError for a unit made with another config."""
     if changes:
-        raise UserError(f"{where} holds {what} made with a different config ({describe_diff(changes)}): {fix}")
+        raise UserError(
+            f"{where} holds {what} made with a different config ({describe_diff(changes)}): {fix}"
+        )
 
 
 # ---------------------------------------------------------------- locks

@@ -231,7 +231,9 @@ def _execute_locked(cfg: DictConfig, run_dir: Path, *, log, progress: bool) -> d
     fam = targets.family(model.config.model_type)
     from lora_vs_full.training.optim import total_steps
 
-    model = methods.apply_method(model, cfg.method, family=fam, total_steps=total_steps(len(train_ds), cfg.optim))
+    model = methods.apply_method(
+        model, cfg.method, family=fam, total_steps=total_steps(len(train_ds), cfg.optim)
+    )
     lr = methods.method_lr(cfg.method, cfg.optim)
     summary = methods.trainable_summary(model)
     # VeRA has no alpha (its scale is the trained vectors), so none is recorded
@@ -268,7 +270,10 @@ def _execute_locked(cfg: DictConfig, run_dir: Path, *, log, progress: bool) -> d
     atomic_write_json(
         run_dir / "provenance.json",
         provenance.collect(
-            run_id=run_id(cfg), data=data, base_model=base, timings=timings,
+            run_id=run_id(cfg),
+            data=data,
+            base_model=base,
+            timings=timings,
             trainable=summary["trainable_params"],
         ),  # fmt: skip
     )

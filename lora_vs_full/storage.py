@@ -83,7 +83,9 @@ def check_writable(directory: str | os.PathLike, what: str = "out") -> Path:
         os.unlink(probe)
     except OSError as exc:
         err = fs_error(exc, directory)
-        raise (UserError(f"{what}={directory} is not writable ({err})") if isinstance(err, UserError) else exc) from None
+        raise (
+            UserError(f"{what}={directory} is not writable ({err})") if isinstance(err, UserError) else exc
+        ) from None
     return directory
 
 

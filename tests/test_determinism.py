@@ -21,7 +21,9 @@ def test_same_seed_same_final_metrics_on_cpu(tiny_model_dir, tmp_path):
         final = execute(cfg, log=lambda m: None, progress=False)
         finals.append({k: v for k, v in final.items() if k not in _TIMING})
         lines = (run_dir_for(cfg) / "metrics.jsonl").read_text().splitlines()
-        events.append([line.split('"time"')[0] + line.split(",", 1)[1] for line in lines if '"train"' in line])
+        events.append(
+            [line.split('"time"')[0] + line.split(",", 1)[1] for line in lines if '"train"' in line]
+        )
     assert finals[0] == finals[1]
     assert events[0] == events[1] and events[0]
     # a different seed gives a different run (the test can see a difference)

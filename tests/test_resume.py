@@ -129,6 +129,7 @@ run(compose_analyze(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # ~10-15 s: a subprocess plus two analyses / sequences
 def test_sigkill_during_an_analysis_of_many_checkpoints_then_rerun(tiny_model_dir, tmp_path, caplog):
     import logging
 
@@ -164,3 +165,45 @@ def test_sigkill_during_an_analysis_of_many_checkpoints_then_rerun(tiny_model_di
     assert f"up to date, skipping: {done[0]}" in caplog.text and caplog.text.count("analysing") == 2
     for table in ("intruders.csv", "matrices.csv"):
         assert (killed / table).read_bytes() == (tmp_path / "whole" / table).read_bytes(), table
+
+
+# Runs a continual sequence and SIGKILLs itself once stage 1 is complete (its stage.json written).
+_CONTINUAL_KILLER = """
+import os, signal, sys
+import torch
+torch.set_num_threads(int(sys.argv[1]))
+from lora_vs_full.continual import compose_continual, sequence
+def log(msg):
+    if msg.startswith("stage 1: probe"):
+        os.kill(os.getpid(), signal.SIGKILL)
+sequence.run_continual(compose_continual(sys.argv[2:]), log=log)
+"""
+
+
+@pytest.mark.slow  # ~10-15 s: a subprocess plus two analyses / sequences
+def test_sigkill_during_a_continual_sequence_then_rerun(tiny_model_dir, tmp_path):
+    from lora_vs_full.continual import compose_continual, sequence
+
+    def overrides(out):
+        return ["model=tiny", f"model.source={tiny_model_dir}", "method=lora", "method.rank=2",
+                "sequence.tasks=[synth_sentiment,synth_nli]", "sequence.max_train_samples=16",
+                "sequence.max_eval_samples=16", "optim.max_steps=2", "optim.batch_size=8", "optim.max_length=24",
+                "probe.steps=3", "probe.train_samples=16", "probe.batch_size=8", "spectral.ks=[4]",
+                "spectral.epsilons=[0.5]", f"paths.results_dir={tmp_path}", f"out={out}", "device=cpu"]  # fmt: skip
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", _CONTINUAL_KILLER, str(torch.get_num_threads()),
+                           *overrides(killed)], env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    cfg = compose_continual(overrides(killed))
+    run_dir = killed / sequence.run_name(cfg)
+    assert (run_dir / "stage1" / "stage.json").is_file() and not (run_dir / "stage2" / "stage.json").exists()
+    logs = []
+    sequence.run_continual(cfg, log=logs.append)  # the rerun resumes at stage 2
+    assert "resuming at stage 2" in " ".join(logs)
+    whole = tmp_path / "whole"
+    sequence.run_continual(compose_continual(overrides(whole)), log=lambda m: None)
+    for table in ("continual.csv", "continual_intruders.csv"):
+        a, b = (d / sequence.run_name(cfg) / table for d in (killed, whole))
+        assert a.read_text() == b.read_text(), table

@@ -129,7 +129,11 @@ def _install_compose_errors() -> None:
             try:
                 return func()
             except Exception as ex:
-                line = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else compose_error_line(ex) or _fs_line(ex)
+                line = (
+                    None
+                    if os.environ.get("HYDRA_FULL_ERROR") == "1"
+                    else compose_error_line(ex) or _fs_line(ex)
+                )
                 if line is None:
                     raise
                 print(f"error: {line}", file=sys.stderr)
@@ -230,7 +234,9 @@ def sweep_records(sweep_dir) -> list[dict]:
                    "error": "no record: the job was killed or crashed before it ended"}  # fmt: skip
         rec["job"] = job_dir.name
         records.append(rec)
-    return sorted(records, key=lambda r: (not r["job"].isdigit(), int(r["job"]) if r["job"].isdigit() else 0, r["job"]))
+    return sorted(
+        records, key=lambda r: (not r["job"].isdigit(), int(r["job"]) if r["job"].isdigit() else 0, r["job"])
+    )
 
 
 def summarize(records: list[dict]) -> tuple[str, int]:
