@@ -107,9 +107,9 @@ def plot_fig8(table: pd.DataFrame):
     labels = list(dict.fromkeys(table.sort_values(["method", "rank"])["label"]))
     offsets = {lab: (i - (len(labels) - 1) / 2) * 0.07 for i, lab in enumerate(labels)}  # bars side by side
     with figstyle.style():
-        fig, axes = figstyle.panel_grid(len(panels) + 1, max_cols=4, sharey=False)
+        fig, axes = figstyle.panel_grid(len(panels), max_cols=4, sharey=False)
         handles = {}
-        for ax, panel in zip(axes, panels, strict=False):
+        for ax, panel in zip(axes, panels, strict=True):
             sub = table[table["panel"] == panel]
             if panel in stages.values():
                 s = next(s for s, t in stages.items() if t == panel)
@@ -122,7 +122,11 @@ def plot_fig8(table: pd.DataFrame):
                 method, rank = c["method"].iloc[0], c["rank"].iloc[0]
                 color = figstyle.FULL_COLOR if method == "full" else colors[int(rank)]
                 x = c["stage"] + offsets[label]
-                err = np.vstack([c["value"] - c["low"], c["high"] - c["value"]])
+                # bars clipped to what the metric can take (accuracy in [0, 1], counts >= 0): a t interval
+                # over two seeds (t = 12.7) would otherwise flatten the panel
+                top = 1.0 if c["metric"].iloc[0] == "accuracy" else np.inf
+                lo, hi = c["low"].clip(lower=0), c["high"].clip(upper=top)
+                err = np.vstack([c["value"] - lo, hi - c["value"]])
                 err = np.where(np.isfinite(err), np.clip(err, 0, None), 0)
                 line = ax.errorbar(x, c["value"], yerr=err, color=color, marker="o", ms=3, lw=1.2, capsize=2,
                                    elinewidth=0.8, label=label)  # fmt: skip

@@ -312,6 +312,14 @@ def _fmt(e: dict) -> str:
     return f"{e['mean']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]"
 
 
+def _fmt_count(e: dict) -> str:
+    if e["mean"] is None:
+        return "n/a"
+    if e["low"] is None:
+        return f"{e['mean']:.1f} (1 seed)"
+    return f"{e['mean']:.1f} [{max(e['low'], 0):.1f}, {e['high']:.1f}]"
+
+
 def headline(summary: dict) -> str:
     """The printed headline: per method end forgetting (eligible seeds), exclusions, the verdict."""
     lines = [f"Learned-stage gate: {summary['gate']['rule']}."]
@@ -324,7 +332,7 @@ def headline(summary: dict) -> str:
         label = m["label"]
         last = max(m["intruders_per_stage"]) if m["intruders_per_stage"] else None
         intr = (
-            f"; intruders (k=10, eps=0.5) at the end {_fmt(m['intruders_per_stage'][last]).lstrip('+')}"
+            f"; intruders (k=10, eps=0.5) at the end {_fmt_count(m['intruders_per_stage'][last])}"
             if last is not None
             else ""
         )
