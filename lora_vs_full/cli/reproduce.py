@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     reproduce, schema = resolve(args.figure)
     cfg = common.load_preset(f"{args.figure}_{args.preset}", args.overrides, schema=schema)
     paths = reproduce(cfg, args.data_dir)
-    print(f"\n{len(paths)} tables written; draw them with: python experiments/{args.figure}.py --preset {args.preset}")
+    script = args.figure if args.figure.startswith(("fig", "table")) else f"fig_{args.figure}"  # fig_alpha.py ...
+    print(f"\n{len(paths)} tables written; draw them with: python experiments/{script}.py --preset {args.preset}")
 
 
 if __name__ == "__main__":
