@@ -331,6 +331,10 @@ def reproduce_fig9(cfg, data_dir: str | None = None, log=print) -> list[Path]:
         "n_texts": int(pl["n_texts"].max()),
         "max_text_half_width": float(agg["text_half_width"].max()),
         "seeds": list(cfg.seeds),
+        "seeds_by_config": "; ".join(
+            f"{'full FT' if m == 'full' else f'r = {int(r)}'}: {', '.join(str(int(x)) for x in sorted(g['seed']))}"
+            for (m, r), g in pl[pl["method"] != "base"].groupby(["method", "rank"], dropna=False)
+        ),
     }
     for r in agg[agg["method"] != "base"].to_dict("records"):
         key = "full" if r["method"] == "full" else f"lora_r{int(r['rank'])}"
@@ -404,7 +408,8 @@ def reproduce_table3(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     paths.append(_csv(doc, tables / "table3_doc.csv"))
     summary = {"run": str(df["run"].iloc[0]), "head": str(df["head"].iloc[0]), "n_examples": int(df["n_examples"].max()),
                "n_texts": int(df["n_texts"].max()), "control_kind": cfg.control_kind,
-               "n_matrices_scaled": int(df["n_matrices"].max())}  # fmt: skip
+               "n_matrices_scaled": int(df["n_matrices"].max()),
+               "control_lambdas": ", ".join(f"{x:g}" for x in sorted(table.loc[table["condition"] == "control", "lambda"]) if x != 1.0)}  # fmt: skip
     for r in table.to_dict("records"):
         key = f"{r['condition']}_lam{r['lambda']:g}".replace(".", "p")  # docs read keys split on "."
         summary[key] = {
