@@ -509,6 +509,20 @@ def plan_and_measure(runs, settings, rows, lengths, report: Report, log=print) -
                                "device_hours": hours})  # fmt: skip
         log(f"{run['figure']:7} {run['desc'][:70]:70} {steps if not unknown else '?':>9} {tokens:>10.3g} "
             f"{_fmt_bytes(ckpt):>9} {hours if hours is not None else float('nan'):>8.3g}")  # fmt: skip
+    # the analysis: base-SVD cache (float64 U and S of every analysed base matrix) and per-run tables/spectra
+    from lora_vs_full import budget
+    from lora_vs_full.models import targets
+    from lora_vs_full.spectral.grid import DEFAULT_EPSILONS, DEFAULT_KS
+
+    fam = targets.family(model.config.model_type)
+    shapes = [
+        tuple(p.shape) for n, p in model.named_parameters() if targets.parse_weight_name(n, fam) is not None
+    ]
+    n_analysed = sum(1 for r in train_like if r["kind"] == "train")
+    totals["cache_bytes"] = budget.cache_bytes_for(shapes, 8)
+    totals["analysis_bytes"] = budget.output_bytes_for(
+        shapes, n_analysed, n_cells=len(DEFAULT_KS) * len(DEFAULT_EPSILONS), sim_n=100, k_max=max(DEFAULT_KS)
+    )
     totals.update(model=what, device=str(device), seq_len=seq_len, batch=batch, t_full=t_full, t_lora=t_lora,
                   base_params=counts["total"])  # fmt: skip
     return totals
@@ -525,7 +539,9 @@ def _write(dest: Path, preset: str, totals: dict, report: Report, offline: bool)
     atomic_write_with(dest / "plan.csv", lambda p: plan.to_csv(p, index=False))
     summary = {k: v for k, v in totals.items() if k != "rows"}
     summary.update(preset=preset, hub_offline=offline, device_hours=round(totals["seconds"] / 3600, 1),
-                   checkpoint_gb=round(totals["ckpt_bytes"] / 1e9, 1), ok=report.ok, notes=report.notes,
+                   checkpoint_gb=round(totals["ckpt_bytes"] / 1e9, 1),
+                   cache_gb=round(totals.get("cache_bytes", 0) / 1e9, 2),
+                   analysis_gb=round(totals.get("analysis_bytes", 0) / 1e9, 2), ok=report.ok, notes=report.notes,
                    not_run=report.not_run, failed=report.failed)  # fmt: skip
     atomic_write_json(dest / "summary.json", summary)
     atomic_write_json(dest / "provenance.json", provenance.collect(preset=preset))
@@ -564,7 +580,8 @@ def main(argv: list[str] | None = None) -> None:
         f"\ntotal: {totals['runs']} runs, {totals['steps']:,} optimiser steps, {totals['tokens']:.3g} tokens "
         f"(mean input {totals.get('seq_len', '?')} tokens{' measured' if lengths else ', max_length: no data here'}), "
         f"checkpoints {_fmt_bytes(totals['ckpt_bytes'])}, resumable states up to {_fmt_bytes(totals['state_bytes'])} "
-        f"per run in flight"
+        f"per run in flight; analysis: base-SVD cache {_fmt_bytes(totals.get('cache_bytes', 0))}, tables and "
+        f"spectra {_fmt_bytes(totals.get('analysis_bytes', 0))} (default k x epsilon grid)"
     )
     if totals.get("t_full") is not None:
         print(f"device time: {totals['seconds'] / 3600:,.1f} h on {totals['device']} ({totals['model']})")
