@@ -168,7 +168,24 @@ CASES = [
         ],
         r"max_train_samples",
     ),
+    (
+        "continual-unwritable-out",
+        "continual",
+        [
+            "model=tiny",
+            "model.source={tiny}",
+            "out={unwritable}",
+            "sequence.tasks=[synth_sentiment,synth_nli]",
+        ],
+        r"a_file.*not a directory",
+    ),
     # ---- lvf-pseudoloss
+    (
+        "pseudoloss-unwritable-out",
+        "pseudoloss",
+        ["tuned={tiny}", "out={unwritable}", "text_file={empty}"],
+        r"out=.*a_file/out is not writable",
+    ),
     ("pseudoloss-n-texts-ten", "pseudoloss", ["tuned={tiny}", "out={out}", "corpus.n_texts=ten"], r"n_texts"),
     (
         "pseudoloss-negative-n-texts",
@@ -207,6 +224,12 @@ CASES = [
         r"final\.json is corrupt|empty",
     ),
     ("intervene-incomplete-run", "intervene", ["run={no_final}", "out={out}"], r"final\.json"),
+    (
+        "intervene-unwritable-out",
+        "intervene",
+        ["run={no_final}", "out={unwritable}"],
+        r"out=.*is not writable",
+    ),
 ]
 
 _DRIVER = r"""

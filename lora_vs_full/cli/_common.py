@@ -179,6 +179,14 @@ def _record(job: dict, status: str, error: str | None = None, user_error: bool =
         pass
 
 
+def _as_user_error(exc: BaseException) -> UserError | None:
+    """``exc`` itself when it is a UserError; a filesystem refusal (unwritable, full disk) as one; else None."""
+    if isinstance(exc, UserError):
+        return exc
+    line = _fs_line(exc)
+    return UserError(line) if line else None
+
+
 def user_errors_exit(fn):
     """Single run: :class:`UserError` -> ``error: <message>`` on stderr, exit 2 (no traceback).
 
@@ -190,14 +198,15 @@ def user_errors_exit(fn):
         _status.clear()
         try:
             value = fn(*args, **kwargs)
-        except UserError as exc:
-            if job is None:
-                print(f"error: {exc}", file=sys.stderr)
-                sys.exit(2)
-            logging.getLogger("lvf").error("error: %s", exc)  # console and the job's log
-            _record(job, "failed", f"error: {exc}", user_error=True)
-            return None
         except Exception as exc:
+            user = _as_user_error(exc)
+            if user is not None:
+                if job is None:
+                    print(f"error: {user}", file=sys.stderr)
+                    sys.exit(2)
+                logging.getLogger("lvf").error("error: %s", user)  # console and the job's log
+                _record(job, "failed", f"error: {user}", user_error=True)
+                return None
             if job is None:
                 raise
             logging.getLogger("lvf").exception("job failed")  # the traceback goes to the job's log

@@ -36,7 +36,7 @@ from lora_vs_full.forgetting.intervention import WeightPatcher, check_lambdas, p
 from lora_vs_full.forgetting.scorer import build_scorer
 from lora_vs_full.lifecycle import cfg_out, json_part, locked_by
 from lora_vs_full.records import RUN_COLUMNS
-from lora_vs_full.storage import atomic_write_json, atomic_write_text, write_table
+from lora_vs_full.storage import atomic_write_json, atomic_write_text, check_writable, write_table
 
 log = logging.getLogger("lvf-intervene")
 register_configs()
@@ -122,7 +122,7 @@ def intervene(cfg) -> pd.DataFrame:
     if 1.0 not in lambdas:
         lambdas.append(1.0)  # the reference every row is paired with
     ctl_lambdas = check_lambdas(list(cfg.control_lambdas)) if cfg.control_lambdas is not None else lambdas
-    run_dir, out = Path(cfg.run), Path(cfg.out)
+    run_dir, out = Path(cfg.run), check_writable(Path(cfg.out))  # unwritable out: one line before any work
     final = read_final(run_dir)
     scorer, base_encoder = build_scorer(
         str(final["base_model"]),

@@ -34,7 +34,7 @@ from lora_vs_full.forgetting.config import register_configs, validate_common
 from lora_vs_full.forgetting.scorer import Scorer, build_scorer, load_encoder
 from lora_vs_full.lifecycle import cfg_out, json_part, locked_by
 from lora_vs_full.records import RUN_COLUMNS, file_safe
-from lora_vs_full.storage import atomic_write_json, read_json, write_table
+from lora_vs_full.storage import atomic_write_json, check_writable, read_json, write_table
 
 log = logging.getLogger("lvf-pseudoloss")
 register_configs()
@@ -140,7 +140,7 @@ def score(cfg) -> pd.DataFrame:
     if cfg.out is None:
         raise UserError("out=<dir> is required: where pseudoloss.parquet/.csv go")
     validate_common(cfg)
-    out = Path(cfg.out)
+    out = check_writable(Path(cfg.out))  # an unwritable out is one line before any scoring
     targets = _targets(cfg)
     bases = {(t["base"], t["base_revision"]) for t in targets} or {(str(cfg.tuned), cfg.base_revision)}
     rows, texts = [], []
