@@ -199,6 +199,10 @@ def train(
     t0, step, epoch, last_eval_step, window = time.perf_counter(), 0, 0, -1, []
     result = {"eval_accuracy": None, "eval_loss": None, "diverged": False}
     gen, skip, resumed = resume.sampler_generator(loader), 0, None
+    if state_every and on_step is not None:  # AdaLoRA's importance scores live outside the saved state
+        log("this method keeps per-step state (AdaLoRA's rank allocator) that a resumable state does not "
+            "capture: no mid-run states; a killed run restarts from step 0")  # fmt: skip
+        state_every = None
     if run_dir and state_every:
         resumed = resume.load_latest(run_dir, log=log)
     if resumed is not None:  # continue a killed attempt exactly where its last state was saved
@@ -207,7 +211,8 @@ def train(
         scheduler.load_state_dict(resumed["scheduler"])
         scaler.load_state_dict(resumed["scaler"])
         step, epoch, skip = resumed["step"], resumed["epoch"], resumed["batch_in_epoch"]
-        last_eval_step, window, result = resumed["last_eval_step"], list(resumed["window"]), dict(resumed["result"])
+        last_eval_step, window = resumed["last_eval_step"], list(resumed["window"])
+        result = dict(resumed["result"])
         t0 -= resumed["seconds"]
         resume.truncate_metrics(Path(run_dir) / "metrics.jsonl", resumed["metrics_bytes"])
         log(f"resuming at step {step}/{steps} from {resumed['path']}")
