@@ -122,6 +122,8 @@ def plot_curves(curves: pd.DataFrame, summary: pd.DataFrame, meta: dict):
     """Per task: intruders vs epsilon per group (left; mean over seeds, min-max band with several) and each
     group's accuracy with its interval (right), full FT in black. The dotted line marks the headline epsilon."""
     curves = mean_curves(curves)
+    curves = curves[curves["epsilon"] < 1 - 1e-9]  # at epsilon = 1 every top-k vector counts: drawn nowhere
+    x_name = str(meta.get("x_key") or "x").rsplit(".", 1)[-1]
     tasks = list(dict.fromkeys(summary["task"]))
     colors = group_colors(summary["group"])
     with figstyle.style():
@@ -131,7 +133,7 @@ def plot_curves(curves: pd.DataFrame, summary: pd.DataFrame, meta: dict):
             c = curves[curves["task"] == task]
             for (group, x), g in c.groupby(["group", "x"], dropna=False, sort=False):
                 g = g.sort_values("epsilon")
-                ax.plot(g["epsilon"], g["n_intruders"], color=colors[group], label=group if pd.isna(x) else f"{group} (x={x:g})",
+                ax.plot(g["epsilon"], g["n_intruders"], color=colors[group], label=group if pd.isna(x) else f"{group} ({x_name}={x:g})",
                         lw=1.6 if group != FULL else 1.2)  # fmt: skip
                 if g["n_seeds"].max() > 1:
                     ax.fill_between(
@@ -164,6 +166,7 @@ def draw(figure: str, preset: str, *, kind: str, paper: str, title: str, xlabel:
         fig, data = plot_vs_x(t["summary"], t["meta"], xlabel=xlabel, log_base=log_base), t["summary"]
     else:
         fig, data = plot_curves(t["curves"], t["summary"], t["meta"]), mean_curves(t["curves"])
+        data = data[data["epsilon"] < 1 - 1e-9]  # as drawn
     paths = figstyle.save(fig, data, out, figure, paper=paper, title=title)
     head = headline(t) if headline else default_headline(t["summary"])
     paths.append(figstyle.write_csv(head, out / f"{figure}_headline.csv"))

@@ -220,6 +220,11 @@ def _slug(v) -> str:
     return text.replace(".", "p").replace(" ", "_")
 
 
+def _num(v):
+    """NaN (an interval from one seed) -> None, so the JSON stays standard."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
 def summary_json(summary: pd.DataFrame) -> dict:
     """``{task: {group: {x: {intruders: {mean, low, high}, accuracy: {...}, n_seeds}}}}`` (no dots in keys)."""
     out: dict = {}
@@ -232,12 +237,8 @@ def summary_json(summary: pd.DataFrame) -> dict:
         )
         node = out.setdefault(_slug(r["task"]), {}).setdefault(_slug(r["group"]), {})
         node[_slug(x)] = {
-            "intruders": {
-                "mean": r["intruders_mean"],
-                "low": r["intruders_low"],
-                "high": r["intruders_high"],
-            },
-            "accuracy": {"mean": r["acc_mean"], "low": r["acc_low"], "high": r["acc_high"]},
+            "intruders": {k: _num(r[f"intruders_{k}"]) for k in ("mean", "low", "high")},
+            "accuracy": {k: _num(r[f"acc_{k}"]) for k in ("mean", "low", "high")},  # NaN bound -> null
             "n_seeds": int(r["n_seeds"]),
         }
     return out
