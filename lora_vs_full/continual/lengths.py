@@ -82,14 +82,16 @@ def describe(rec: dict) -> str:
     """One printable line for a :func:`measure` record."""
     line = (f"{rec['task']}: max length {rec['max_length']} (longest input {rec['max_tokens']} tokens over "
             f"{rec['n_inputs']} inputs); truncated {100 * rec['truncated']:.1f} %")  # fmt: skip
-    if rec["answers_cut"] is not None:
+    if _given(rec.get("answers_cut")):
         line += f", answers/options cut {100 * rec['answers_cut']:.1f} %"
     if rec.get("reference_length") is not None:  # the same rows at a fixed reference length, for comparison
         line += f" (at {int(rec['reference_length'])}: truncated {100 * rec['truncated_at_ref']:.1f} %"
-        if (
-            rec.get("answers_cut_at_ref") is not None
-            and rec["answers_cut_at_ref"] == rec["answers_cut_at_ref"]
-        ):
+        if _given(rec.get("answers_cut_at_ref")):
             line += f", answers/options cut {100 * rec['answers_cut_at_ref']:.1f} %"
         line += ")"
     return line
+
+
+def _given(v) -> bool:
+    """Not None and not NaN (a table column holds NaN where a task has no answer choices)."""
+    return v is not None and v == v
