@@ -159,11 +159,11 @@ def write_tables(
     paths = []
     paths += write_table(per_run, dest / "accuracy_runs")
     paths += write_table(S.accuracy_intervals(acc), dest / "accuracy")
-    paths += write_table(gates.merge(elig[["run", "eligible"]], on="run"), dest / "stages")
+    paths += write_table(gates.merge(elig[["run", "eligible"]], on="run").round(4), dest / "stages")
     paths += write_table(S.forgetting_table(acc), dest / "forgetting")
     paths += write_table(S.end_forgetting(acc, gates), dest / "end_forgetting")
     paths += write_table(S.intruders_per_stage(intr, k=k, epsilon=epsilon), dest / "intruders")
-    paths += write_table(S.headline_table(summary), dest / "headline")
+    paths += write_table(S.headline_table(summary).round(4), dest / "headline")
     summary["incomplete_runs"] = incomplete
     summary["headline"] = S.headline(summary) + (
         f"\nIncomplete runs, not summarised: {', '.join(incomplete)}." if incomplete else ""
@@ -194,7 +194,7 @@ def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
                                   log=log)  # fmt: skip
     lens = lengths_table(run_dirs)
     if len(lens):
-        lens = lens.merge(reference_truncation(first), on="task", how="left")
+        lens = lens.merge(reference_truncation(first), on="task", how="left").round(4)
         paths += [p for p in write_table(lens, dest / "lengths") if Path(p).suffix == ".csv"]
         (dest / "lengths.parquet").unlink(missing_ok=True)
         log("measured token lengths (rows of the first seed):")
