@@ -304,6 +304,29 @@ def seed_differences(pl: pd.DataFrame) -> dict:
     return out
 
 
+def text_differences(pl: pd.DataFrame, texts_path: Path) -> dict:
+    """Same seed, same texts: forgetting of full FT (and of every other rank) minus LoRA r = 8 at the lowest seed
+    both have, as a paired bootstrap over texts -- the comparison a one-seed configuration still allows."""
+    if not texts_path.is_file():
+        return {}
+    texts = pd.read_parquet(texts_path)
+    runs = pl[pl["method"].isin(["lora", "full"])]
+    r8 = runs[(runs["method"] == "lora") & (runs["rank"] == 8)]
+    out = {}
+    for (m, r), g in runs.groupby(["method", "rank"], dropna=False):
+        key = "full" if m == "full" else f"r{int(r)}"
+        common_seeds = sorted(set(g["seed"]) & set(r8["seed"]))
+        if key == "r8" or not common_seeds:
+            continue
+        seed = common_seeds[0]
+        a = texts[texts["run"] == g[g["seed"] == seed]["run"].iloc[0]].sort_values("text")["pseudo_loss"]
+        b = texts[texts["run"] == r8[r8["seed"] == seed]["run"].iloc[0]].sort_values("text")["pseudo_loss"]
+        est = stats.paired_bootstrap(a.to_numpy(), b.to_numpy())
+        out[f"{key}_minus_r8_seed{int(seed)}_texts"] = {"mean": est.mean, "low": est.low, "high": est.high,
+                                                        "distinguishable": est.distinguishable()}  # fmt: skip
+    return out
+
+
 def _run_rows(pl: pd.DataFrame) -> pd.DataFrame:
     cols = ["run", "method", "rank", "lr", "seed", "eval_accuracy", "pseudo_loss", "forgetting", "forgetting_low",
             "forgetting_high", "n_texts", "head"]  # fmt: skip
@@ -349,6 +372,9 @@ def reproduce_fig9(cfg, data_dir: str | None = None, log=print) -> list[Path]:
             "high": r["accuracy_high"],
         }
     summary |= seed_differences(pl)
+    summary |= text_differences(
+        pl, common.work_dir(cfg.runs_name + "-pseudoloss") / "pseudoloss_texts.parquet"
+    )
     paths.append(atomic_write_json(tables / "summary.json", _round(summary)))
     paths.append(
         common.write_provenance(tables, preset=f"fig9_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs))
