@@ -165,7 +165,25 @@ def make_fig8(tables: str | Path, fig_dir: str | Path, *, name: str = "fig8") ->
     title = (
         "Continual learning: probe accuracy per task after each stage (95 % intervals); intruders vs stage"
     )
-    return figstyle.save(fig, table, fig_dir, name, paper=PAPER_FIGURE, title=title)
+    paths = figstyle.save(fig, table, fig_dir, name, paper=PAPER_FIGURE, title=title)
+    _shrink_png(next(p for p in paths if p.suffix == ".png"))
+    return paths
+
+
+def _shrink_png(path: Path, colors: int = 128) -> None:
+    """Seven panels at 200 dpi make a ~400 KB PNG; a 128-colour palette (flat plot colours, text
+    antialiasing kept) brings it under the repository's 200 KB per committed file. Metadata is kept."""
+    from PIL import Image, PngImagePlugin
+
+    from lora_vs_full.storage import atomic_write_with
+
+    with Image.open(path) as im:
+        info = PngImagePlugin.PngInfo()
+        for k, v in im.info.items():
+            if isinstance(v, str):
+                info.add_text(k, v)
+        small = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    atomic_write_with(path, lambda p: small.save(p, format="PNG", optimize=True, pnginfo=info))
 
 
 def preset_dirs(preset: str) -> list[str]:
