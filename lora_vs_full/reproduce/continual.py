@@ -177,17 +177,25 @@ def write_tables(
 
 def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     """Run the preset's sequences (idempotent, resumable), write the tables, print the headline."""
-    from lora_vs_full.continual import compose_continual
-    from lora_vs_full.continual.config import gate as gate_of
-    from lora_vs_full.continual.lengths import describe
-
     if cfg.gpu:
         common.require_gpu(cfg.preset, "continual learning (six fine-tuning stages per run)")
     plan = sweep(cfg, data_dir)
     log(f"fig8 [{cfg.preset}{'' if data_dir else ', synthetic'}]: {len(plan)} runs "
         f"({'full FT + ' if cfg.full else ''}LoRA r={list(cfg.ranks)} x seeds {list(cfg.seeds)})")  # fmt: skip
-    run_dirs = run_all(plan, log=log)
+    run_all(plan, log=log)
+    return write_all(cfg, data_dir, log=log)
+
+
+def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
+    """Tables, lengths, provenance and the printed headline from every run under the preset's runs
+    directory (complete runs are summarised, interrupted ones listed); trains nothing."""
+    from lora_vs_full.continual import compose_continual
+    from lora_vs_full.continual.config import gate as gate_of
+    from lora_vs_full.continual.lengths import describe
+
+    plan = sweep(cfg, data_dir)
     first = compose_continual(plan[0])
+    run_dirs = sorted(p.parent for p in Path(first.out).glob("*/identity.json"))
     dest = common.tables_dir(name(cfg, data_dir))
     dest.mkdir(parents=True, exist_ok=True)
     paths, summary = write_tables(Path(first.out), dest, gate_of(first), k=int(cfg.k), epsilon=float(cfg.epsilon),
@@ -218,5 +226,7 @@ def substitutions(run_dirs: list[Path]) -> list[str]:
     for d in run_dirs:
         f = Path(d) / "data.json"
         if f.is_file():
-            notes |= {r["substitution"] for r in read_json(f).get("records", {}).values() if r.get("substitution")}
+            notes |= {
+                r["substitution"] for r in read_json(f).get("records", {}).values() if r.get("substitution")
+            }
     return sorted(notes)
