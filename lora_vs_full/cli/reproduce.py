@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--preset", default="offline", help="offline | paper | llama (conf/reproduce/)")
     ap.add_argument("--data-dir", default=None, help="original dataset release files (DATA_DIR)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the preset")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # `make ... ARGS=` puts overrides after --preset/--data-dir
     if args.data_dir and not Path(args.data_dir).is_dir():
         raise UserError(f"DATA_DIR={args.data_dir} is not a directory: point it at ../shared/data/raw or drop it")
     bad = [o for o in args.overrides if "=" not in o]
