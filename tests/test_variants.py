@@ -136,6 +136,7 @@ def test_variant_bad_values_are_one_line_errors(tiny_model_dir):
     assert len(names) == len(VARIANTS) + 1  # every variant trains into its own run directory
 
 
+@pytest.mark.slow  # composes every offline run (~10 s); the preset schema test in test_reproduce.py stays fast
 def test_sweep_presets_compose_as_valid_train_configs():
     from lora_vs_full.config import validate
     from lora_vs_full.reproduce import common, variants
