@@ -232,7 +232,7 @@ def _vs_full(wide: pd.DataFrame) -> pd.DataFrame:
     out = wide.assign(d_acc=float("nan"), d_low=float("nan"), d_high=float("nan"))
     if "eval_n" not in out.columns:
         return out
-    for task, rows in out.groupby("task"):
+    for _task, rows in out.groupby("task"):
         full = rows[(rows["method"] == "full") & rows["eval_n"].notna()]
         if full.empty:
             continue
@@ -241,7 +241,9 @@ def _vs_full(wide: pd.DataFrame) -> pd.DataFrame:
             if r["method"] == "full" or pd.isna(r["eval_n"]):
                 continue
             n, nf = int(r["eval_n"]), int(f["eval_n"])
-            e = stats.proportion_difference(round(r["eval_accuracy"] * n), n, round(f["eval_accuracy"] * nf), nf)
+            e = stats.proportion_difference(
+                round(r["eval_accuracy"] * n), n, round(f["eval_accuracy"] * nf), nf
+            )
             out.loc[i, ["d_acc", "d_low", "d_high"]] = [e.mean, e.low, e.high]
     return out
 

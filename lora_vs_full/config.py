@@ -43,9 +43,13 @@ class TaskConfig:
     max_train_samples: int | None = None  # cap after a seeded shuffle (see lora_vs_full.data)
     max_eval_samples: int | None = None
     data_dir: str | None = None  # local copies of the original releases; None = Hugging Face Hub
-    hub_root: str | None = None  # local mirror of the Hub repos: <hub_root>/<repo id>/<revision>/ (lora_vs_full.data.hub)
+    hub_root: str | None = (
+        None  # local mirror of the Hub repos: <hub_root>/<repo id>/<revision>/ (lora_vs_full.data.hub)
+    )
     revision: str | None = None  # Hub dataset revision; a commit sha pins it; None = the registry's
-    allow_substitutes: bool = False  # local files: use a documented substitute (subset, other split), recorded
+    allow_substitutes: bool = (
+        False  # local files: use a documented substitute (subset, other split), recorded
+    )
     check_rows: bool = True  # a Hub split must have the registry's row count
 
 

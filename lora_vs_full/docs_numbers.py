@@ -58,7 +58,10 @@ def render_table(path: Path, opts: dict[str, str]) -> str:
             raise KeyError(f"{path} has no column(s) {missing}; it has {list(df.columns)}")
         df = df[opts["cols"].split(",")]
     spec = opts.get("fmt")
-    rows = [[fmt_value(v.item() if hasattr(v, "item") else v, spec) for v in rec] for rec in df.itertuples(index=False)]
+    rows = [
+        [fmt_value(v.item() if hasattr(v, "item") else v, spec) for v in rec]
+        for rec in df.itertuples(index=False)
+    ]
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -117,9 +120,14 @@ def check(root: Path = ROOT) -> list[str]:
         problems += [f"{doc.relative_to(root)}: {p}" for p in found]
         if new != text:
             old_lines, new_lines = text.splitlines(), new.splitlines()
-            first = next((i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b), min(len(old_lines), len(new_lines)))
+            first = next(
+                (i for i, (a, b) in enumerate(zip(old_lines, new_lines, strict=False)) if a != b),
+                min(len(old_lines), len(new_lines)),
+            )
             shown = old_lines[first] if first < len(old_lines) else "<end>"
-            problems.append(f"{doc.relative_to(root)}:{first + 1}: differs from its result file: {shown[:120]!r}")
+            problems.append(
+                f"{doc.relative_to(root)}:{first + 1}: differs from its result file: {shown[:120]!r}"
+            )
     return problems
 
 

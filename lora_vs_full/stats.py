@@ -91,7 +91,9 @@ def spearman(x, y) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def proportion_difference(correct_a: int, total_a: int, correct_b: int, total_b: int, *, level: float = LEVEL) -> Estimate:
+def proportion_difference(
+    correct_a: int, total_a: int, correct_b: int, total_b: int, *, level: float = LEVEL
+) -> Estimate:
     """``p_a - p_b`` of two independent accuracies with Newcombe's hybrid score interval (from the two Wilson
     intervals; Newcombe 1998, method 10). ``n`` is the smaller sample."""
     a, b = binomial(correct_a, total_a, level=level), binomial(correct_b, total_b, level=level)

@@ -16,7 +16,9 @@ def test_every_doc_block_agrees_with_its_committed_file():
 
 def _doc(tmp_path, table_body: str, value_body: str):
     (tmp_path / "results").mkdir()
-    pd.DataFrame({"run": ["r1", "full"], "acc": [0.80125, 0.79]}).to_csv(tmp_path / "results/t.csv", index=False)
+    pd.DataFrame({"run": ["r1", "full"], "acc": [0.80125, 0.79]}).to_csv(
+        tmp_path / "results/t.csv", index=False
+    )
     (tmp_path / "results/s.json").write_text(json.dumps({"r1": {"forgetting": {"mean": 0.123456}}}))
     doc = tmp_path / "README.md"
     doc.write_text(

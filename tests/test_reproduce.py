@@ -45,7 +45,11 @@ def test_preset_overrides_are_typed():
         common.load_preset("fig5_offline", ["+rnak=1"], schema=fig5.Fig5Preset)
     with pytest.raises(UserError, match="'abc'"):
         common.load_preset("fig5_offline", ["ranks=[abc]"], schema=fig5.Fig5Preset)
-    assert list(common.load_preset("fig5_offline", ["seeds=[1,2,3]"], schema=fig5.Fig5Preset).seeds) == [1, 2, 3]
+    assert list(common.load_preset("fig5_offline", ["seeds=[1,2,3]"], schema=fig5.Fig5Preset).seeds) == [
+        1,
+        2,
+        3,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -66,7 +70,12 @@ def test_bad_input_is_one_line_exit_2(argv, match, capsys):
 
 
 def test_a_sweep_finishes_past_a_failing_run(tmp_path, tiny_model_dir):
-    base = ["debug=smoke", f"model.source={tiny_model_dir}", f"paths.results_dir={tmp_path}", "optim.max_steps=2"]
+    base = [
+        "debug=smoke",
+        f"model.source={tiny_model_dir}",
+        f"paths.results_dir={tmp_path}",
+        "optim.max_steps=2",
+    ]
     sweep = [[*base, "method=lora", "method.rank=0"], [*base, "method=full"], [*base, "method.rnak=1"]]
     logs = []
     with pytest.raises(UserError, match=r"2 of 3 runs failed \(1 completed\)") as exc:

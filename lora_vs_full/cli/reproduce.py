@@ -53,15 +53,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the preset")
     args = ap.parse_intermixed_args(argv)  # `make ... ARGS=` puts overrides after --preset/--data-dir
     if args.data_dir and not Path(args.data_dir).is_dir():
-        raise UserError(f"DATA_DIR={args.data_dir} is not a directory: point it at ../shared/data/raw or drop it")
+        raise UserError(
+            f"DATA_DIR={args.data_dir} is not a directory: point it at ../shared/data/raw or drop it"
+        )
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise UserError(f"override {bad[0]!r} is not key=value (e.g. seeds=[1,2,3])")
     reproduce, schema = resolve(args.figure)
     cfg = common.load_preset(f"{args.figure}_{args.preset}", args.overrides, schema=schema)
     paths = reproduce(cfg, args.data_dir)
-    script = args.figure if args.figure.startswith(("fig", "table")) else f"fig_{args.figure}"  # fig_alpha.py ...
-    print(f"\n{len(paths)} tables written; draw them with: python experiments/{script}.py --preset {args.preset}")
+    script = (
+        args.figure if args.figure.startswith(("fig", "table")) else f"fig_{args.figure}"
+    )  # fig_alpha.py ...
+    print(
+        f"\n{len(paths)} tables written; draw them with: python experiments/{script}.py --preset {args.preset}"
+    )
 
 
 if __name__ == "__main__":

@@ -157,7 +157,10 @@ def identity(cfg: DictConfig) -> dict:
     """The resolved sub-config that defines a run's results (compared on resume)."""
     out = {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
            for k in IDENTITY_KEYS}  # fmt: skip
-    for key in ("hub_root", "check_rows"):  # where a Hub mirror is / how strictly rows are checked: not results
+    for key in (
+        "hub_root",
+        "check_rows",
+    ):  # where a Hub mirror is / how strictly rows are checked: not results
         out["sequence"].pop(key, None)
     return out
 

@@ -190,11 +190,15 @@ class TaskData:
         auto = bool(self.cfg.sequence.get("auto_max_length", False))
         for task in tasks:
             rows = [self.train(task), self.probe_train(task), self.eval(task)]
-            self.lengths[task] = measure(tokenizer, task, rows, ceiling=int(self.cfg.optim.max_length), auto=auto)
+            self.lengths[task] = measure(
+                tokenizer, task, rows, ceiling=int(self.cfg.optim.max_length), auto=auto
+            )
         return self.lengths
 
     def max_length(self, task) -> int:
-        return int(self.lengths[task]["max_length"]) if task in self.lengths else int(self.cfg.optim.max_length)
+        return (
+            int(self.lengths[task]["max_length"]) if task in self.lengths else int(self.cfg.optim.max_length)
+        )
 
 
 # ---------------------------------------------------------------- measurements

@@ -22,7 +22,9 @@ def preset_names() -> list[str]:
     """Every ``conf/reproduce/<figure>_<preset>.yaml`` (files starting with ``_`` are shared bases)."""
     from lora_vs_full.cli._common import CONFIG_DIR
 
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / "reproduce").glob("*.yaml") if not p.stem.startswith("_"))
+    return sorted(
+        p.stem for p in (Path(CONFIG_DIR) / "reproduce").glob("*.yaml") if not p.stem.startswith("_")
+    )
 
 
 def load_preset(name: str, overrides: list[str] | tuple[str, ...] = (), schema: Any = None) -> DictConfig:
@@ -51,7 +53,9 @@ def load_preset(name: str, overrides: list[str] | tuple[str, ...] = (), schema: 
         try:
             cfg = OmegaConf.merge(OmegaConf.structured(schema), cfg)
         except OmegaConfBaseException as exc:
-            raise UserError(f"preset {name}: {str(exc).splitlines()[0]} (see conf/reproduce/{name}.yaml)") from None
+            raise UserError(
+                f"preset {name}: {str(exc).splitlines()[0]} (see conf/reproduce/{name}.yaml)"
+            ) from None
     return cfg
 
 

@@ -84,7 +84,11 @@ def runs_table(run_dirs: list[Path]) -> pd.DataFrame:
     for d in run_dirs:
         final = read_json(Path(d) / "final.json")
         row = {c: final.get(c if c != "run" else "run_id") for c in cols}
-        evals = [json.loads(line) for line in (Path(d) / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+        evals = [
+            json.loads(line)
+            for line in (Path(d) / "metrics.jsonl").read_text().splitlines()
+            if '"eval"' in line
+        ]
         n = int(evals[-1]["n"]) if evals and "n" in evals[-1] else None
         ci = stats.binomial(round(row["eval_accuracy"] * n), n) if n else None
         row.update(eval_n=n, acc_low=ci.low if ci else None, acc_high=ci.high if ci else None)
@@ -116,7 +120,9 @@ def write_extract(analysis: Path, dest: Path, *, k: int = 10, sim_n: int = 20, t
             cut[key] = np.ascontiguousarray(arr.astype(np.float32) if arr.dtype.kind == "f" else arr)
         out = dest / SPECTRA_DIR / src.name
         paths.append(atomic_write_with(out, lambda p, cut=cut: save_file(cut, str(p))))
-    for csv in dest.glob("*.csv"):  # the parquet copies are what readers use; CSVs of 10k rows are noise in git
+    for csv in dest.glob(
+        "*.csv"
+    ):  # the parquet copies are what readers use; CSVs of 10k rows are noise in git
         csv.unlink()
     return [p for p in paths if p.suffix != ".csv"]
 
@@ -131,7 +137,9 @@ def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     if cfg.manifest:  # analysis only
         if cfg.gpu:
             common.require_gpu(cfg.preset, "analysis (7B matrices, float64 SVD)")
-        analyze(common.compose_command("analyze", [f"manifest={cfg.manifest}", "cleanup_downloads=true", *ov]))
+        analyze(
+            common.compose_command("analyze", [f"manifest={cfg.manifest}", "cleanup_downloads=true", *ov])
+        )
         return [analysis, common.write_provenance(tables, preset=f"fig5_{cfg.preset}", manifest=cfg.manifest)]
     if cfg.gpu:
         common.require_gpu(cfg.preset, "training")
@@ -141,6 +149,8 @@ def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     complete = sorted(p.parent for p in common.runs_dir(name(cfg)).glob("*/*/*/seed*/final.json"))
     paths = list(write_table(runs_table(complete), tables / "runs"))
     paths += write_extract(analysis, tables / "analysis")
-    paths.append(common.write_provenance(tables, preset=f"fig5_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs)))
+    paths.append(
+        common.write_provenance(tables, preset=f"fig5_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs))
+    )
     log(f"tables: {analysis}/intruders.parquet, {tables}/runs.csv")
     return paths

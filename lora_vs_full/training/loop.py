@@ -193,7 +193,9 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=fast["grad_scaler"])  # fp16 only; else a no-op
     lr = float(optim_cfg.lr if lr is None else lr)
     # make_optim: a method's own optimiser (LoRA+); on_step(step): after the step, grads alive (AdaLoRA)
-    optimizer = (make_optim or make_optimizer)(model, lr, float(optim_cfg.weight_decay), fused=fast["fused_adamw"])
+    optimizer = (make_optim or make_optimizer)(
+        model, lr, float(optim_cfg.weight_decay), fused=fast["fused_adamw"]
+    )
     scheduler = make_scheduler(optimizer, steps, float(optim_cfg.warmup_ratio))
     params = [p for p in model.parameters() if p.requires_grad]
     t0, step, epoch, last_eval_step, window = time.perf_counter(), 0, 0, -1, []
