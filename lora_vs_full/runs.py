@@ -86,8 +86,9 @@ def identity(cfg) -> dict:
         for k, v in c["task"].items()
         if k not in TASK_LOCATION_KEYS and not (k == "revision" and v is None)
     }
-    if isinstance(c.get("method"), dict):
-        c["method"] = {k: v for k, v in c["method"].items() if _ADDED_METHOD_DEFAULTS.get(k, ...) != v}
+    for group, added in (("method", _ADDED_METHOD_DEFAULTS), ("optim", _ADDED_OPTIM_DEFAULTS)):
+        if isinstance(c.get(group), dict):
+            c[group] = {k: v for k, v in c[group].items() if added.get(k, ...) != v}
     if c["model"].get("builder"):  # a built/packaged model: its local path is machine-specific
         c["model"] = {k: v for k, v in c["model"].items() if k != "source"}
     return c
@@ -97,6 +98,10 @@ def identity(cfg) -> dict:
 # so a run stored before they existed still matches its config
 _ADDED_METHOD_DEFAULTS = {"variant": "lora", "train": "AB", "loraplus_lr_ratio": 16.0, "adalora_init_r": None,
                           "adalora_tinit": 0.1, "adalora_tfinal": 0.2, "vera_d_initial": 0.1}  # fmt: skip
+# optim keys added after runs were made (length grouping, GPU fast paths; `bf16` was replaced by `precision`):
+# at their default / CPU value they are dropped the same way
+_ADDED_OPTIM_DEFAULTS = {"group_by_length": False, "precision": "auto", "tf32": "auto", "fused_adamw": "auto",
+                         "attn_implementation": "auto", "compile": False, "bf16": False}  # fmt: skip
 
 _diff = config_diff  # the shared comparison (lifecycle.py); kept under its old name for callers
 
