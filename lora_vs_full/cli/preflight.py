@@ -320,8 +320,8 @@ def check_data(runs: list[dict], settings, report: Report, offline: bool) -> tup
 
 
 def _mean_tokens(cfg, ds, settings, report: Report) -> float | None:
-    """Mean tokenised length (capped at optim.max_length) of up to ``measure_max_rows`` rows; with the
-    model's tokenizer, else (offline, not cached) the packaged MiniLM WordPiece tokenizer as a named proxy."""
+    """Padded tokens per example (mean tokenised length, capped at optim.max_length, over one minus the padding
+    share of the run's batch order) of up to ``measure_max_rows`` rows; with the model's tokenizer, else (offline, not cached) the packaged MiniLM WordPiece tokenizer as a named proxy."""
     from transformers import AutoTokenizer
 
     from lora_vs_full.models.build import load_tokenizer
@@ -341,7 +341,23 @@ def _mean_tokens(cfg, ds, settings, report: Report) -> float | None:
     sample = ds.select(range(n))
     pair = list(sample["text_pair"]) if "text_pair" in sample.column_names else None
     enc = tok(list(sample["text"]), pair, truncation=True, max_length=int(cfg.optim.max_length))
-    return sum(len(x) for x in enc["input_ids"]) / max(n, 1)
+    lens = [len(x) for x in enc["input_ids"]]
+    if not lens:
+        return None
+    # Tokens a step actually processes: batches are padded to their longest member, in the order the run will
+    # use (random, or length-grouped with optim.group_by_length) -- so the estimate counts the padding.
+    from lora_vs_full.training.batching import epoch_pad_fraction
+
+    group = bool(cfg.optim.get("group_by_length", False))
+    pad = epoch_pad_fraction(
+        lens, int(cfg.optim.batch_size), seed=int(cfg.get("seed", 42)), group_by_length=group
+    )
+    note = "step cost measured at padded batch lengths (the run's batch order: " + (
+        "length-grouped)" if group else "random)"
+    )
+    if note not in report.notes:
+        report.notes.append(note)
+    return sum(lens) / len(lens) / max(1e-9, 1.0 - pad)
 
 
 def check_models(runs: list[dict], report: Report, offline: bool) -> None:
