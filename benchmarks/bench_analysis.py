@@ -155,9 +155,6 @@ def run(args) -> None:
 
 def dtype_study(args) -> None:
     """float64 vs float32: SVD time on the four shapes, and agreement of max_cos / counts on real MiniLM."""
-    from safetensors import safe_open
-
-    from lora_vs_full.models.tiny import minilm_path
 
     device = torch.device(args.device) if args.device else default_device()
     print(
@@ -181,26 +178,13 @@ def dtype_study(args) -> None:
         print(f"svd {shp[0]:4d}x{shp[1]:<4d} float64 {row[0] * 1e3:7.1f} ms  float32 {row[1] * 1e3:7.1f} ms  "
               f"f64/f32 {row[0] / row[1]:.2f}   fingerprint {fp * 1e3:.2f} ms = {fp / row[0]:.1%} of the f64 SVD")  # fmt: skip
 
-    path = minilm_path() / "model.safetensors"
     g = torch.Generator().manual_seed(0)
-    with safe_open(str(path), framework="pt") as fh:
-        names = [
-            n
-            for n in fh.keys()
-            if ".encoder.layer." in f".{n}" and n.endswith("weight") and "LayerNorm" not in n
-        ]
-        weights = {n: fh.get_tensor(n) for n in names}
+    weights = _minilm_encoder_weights()
     ei = DEFAULT_EPSILONS.index(0.5)
     for kind in ("lora1", "lora8", "full"):
         diff, flips, cells, head64, head32 = 0.0, 0, 0, 0, 0
         for W0 in weights.values():
-            m, n = W0.shape
-            if kind == "full":
-                Wt = W0 + 0.02 * W0.std() * torch.randn(m, n, generator=g)
-            else:
-                r = int(kind[4:])
-                BA = torch.randn(m, r, generator=g) @ torch.randn(r, n, generator=g)
-                Wt = W0 + 0.3 * torch.linalg.matrix_norm(W0, 2) * BA / torch.linalg.matrix_norm(BA)
+            Wt = _synthetic_tuned(W0, kind, g)
             a64 = analyze_matrix(
                 W0, Wt, ks=DEFAULT_KS, epsilons=DEFAULT_EPSILONS, dtype=torch.float64, device=device
             )
@@ -216,39 +200,50 @@ def dtype_study(args) -> None:
               f"differ {flips}/{cells}; headline (k=10, eps=0.5) f64 {head64} vs f32 {head32}")  # fmt: skip
 
 
-def storage_study(args) -> None:
-    """cache_storage=float32: the base's U and S stored in float32 (half the disk), the analysis in float64.
-    Agreement with exact float64 storage on the real MiniLM matrices; writes results/benchmarks/cache-storage.json."""
-    import json
-    from pathlib import Path
-
+def _minilm_encoder_weights() -> dict:
+    """The 36 analysed all-MiniLM-L6-v2 encoder matrices (q, k, v, o, fc1, fc2 x 6 layers), by tensor name."""
     from safetensors import safe_open
 
     from lora_vs_full.models.tiny import minilm_path
-    from lora_vs_full.spectral import SVD
-    from lora_vs_full.storage import atomic_write_json
 
-    g = torch.Generator().manual_seed(0)
     with safe_open(str(minilm_path() / "model.safetensors"), framework="pt") as fh:
         names = [
             n
             for n in fh.keys()
             if ".encoder.layer." in f".{n}" and n.endswith("weight") and "LayerNorm" not in n
         ]
-        weights = {n: fh.get_tensor(n) for n in names}
+        return {n: fh.get_tensor(n) for n in names}
+
+
+def _synthetic_tuned(W0, kind: str, g):
+    """A fine-tune-like W_t: ``full`` = small dense noise; ``lora<r>`` = a rank-r update of 0.3 x ||W0||_2."""
+    m, n = W0.shape
+    if kind == "full":
+        return W0 + 0.02 * W0.std() * torch.randn(m, n, generator=g)
+    r = int(kind[4:])
+    BA = torch.randn(m, r, generator=g) @ torch.randn(r, n, generator=g)
+    return W0 + 0.3 * torch.linalg.matrix_norm(W0, 2) * BA / torch.linalg.matrix_norm(BA)
+
+
+def storage_study(args) -> None:
+    """cache_storage=float32: the base's U and S stored in float32 (half the disk), the analysis in float64.
+    Agreement with exact float64 storage on the real MiniLM matrices; writes results/benchmarks/cache-storage.json."""
+    import json
+    from pathlib import Path
+
+    from lora_vs_full.spectral import SVD
+    from lora_vs_full.storage import atomic_write_json
+
+    g = torch.Generator().manual_seed(0)
+    weights = _minilm_encoder_weights()
     ei = DEFAULT_EPSILONS.index(0.5)
+    base = {name: thin_svd(W0, device="cpu")[:2] for name, W0 in weights.items()}  # once, not once per kind
     rows = {}
     for kind in ("lora1", "lora8", "full"):
         diff, flips, cells, head64, head32, share = 0.0, 0, 0, 0, 0, 0.0
-        for W0 in weights.values():
-            m, n = W0.shape
-            if kind == "full":
-                Wt = W0 + 0.02 * W0.std() * torch.randn(m, n, generator=g)
-            else:
-                r = int(kind[4:])
-                BA = torch.randn(m, r, generator=g) @ torch.randn(r, n, generator=g)
-                Wt = W0 + 0.3 * torch.linalg.matrix_norm(W0, 2) * BA / torch.linalg.matrix_norm(BA)
-            U, S, _ = thin_svd(W0, device="cpu")
+        for name, W0 in weights.items():
+            Wt = _synthetic_tuned(W0, kind, g)
+            U, S = base[name]
             exact = SVD(U, S, None)
             stored = SVD(U.float().double(), S.float().double(), None)
             kw = dict(ks=DEFAULT_KS, epsilons=DEFAULT_EPSILONS, sim_n=10, device="cpu")
