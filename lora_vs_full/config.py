@@ -19,7 +19,7 @@ from lora_vs_full.errors import UserError
 
 MAX_RANK = 2048  # the paper's largest rank; ranks above min(d_in, d_out) are allowed and saturate
 ALPHA_POLICIES = ("2r", "fixed", "rslora")
-LR_RULES = ("alpha_product", "inv_sqrt_rank")
+LR_RULES = ("alpha_product", "rank_power", "inv_sqrt_rank")
 TARGET_PRESETS = ("all_linear", "qv_only", "attn_only", "mlp_only")
 LORA_INITS = ("gaussian", "default")
 LORA_VARIANTS = ("lora", "dora", "pissa", "olora", "adalora", "vera", "loraplus")
@@ -63,9 +63,10 @@ class MethodConfig:
     rank: int | None = None
     alpha_policy: str = "2r"  # 2r: alpha = 2r | fixed: alpha = fixed_alpha | rslora: alpha/sqrt(r) scaling
     fixed_alpha: float = 8.0
-    lr_rule: str = "alpha_product"  # alpha_product: lr = lr_alpha_product / alpha | inv_sqrt_rank
+    lr_rule: str = "alpha_product"  # alpha_product: lr = lr_alpha_product / alpha | rank_power | inv_sqrt_rank
     lr_alpha_product: float = 2.4e-3  # the paper's alpha * lr
-    lr_rank1: float = 4e-4  # inv_sqrt_rank: lr = lr_rank1 / sqrt(rank)
+    lr_rank1: float = 4e-4  # rank_power: lr = lr_rank1 / rank ** lr_rank_power
+    lr_rank_power: float = 0.5  # (inv_sqrt_rank = rank_power at 0.5, the name older runs were made under)
     targets: str = "all_linear"
     init: str = "gaussian"  # gaussian: A ~ N(0, 1/r^2), B = 0 (paper) | default: PEFT's Kaiming A
     dropout: float = 0.0
@@ -161,6 +162,8 @@ def validate(cfg: DictConfig) -> None:
         _check(m.fixed_alpha > 0, f"method.fixed_alpha={m.fixed_alpha} must be > 0")
         _check(m.lr_alpha_product > 0, f"method.lr_alpha_product={m.lr_alpha_product} must be > 0")
         _check(m.lr_rank1 > 0, f"method.lr_rank1={m.lr_rank1} must be > 0")
+        _check(0 <= m.get("lr_rank_power", 0.5) <= 2,
+               f"method.lr_rank_power={m.get('lr_rank_power')} must be in [0, 2] (0.5: lr_rank1 / sqrt(r))")  # fmt: skip
         _check(0 <= m.dropout < 1, f"method.dropout={m.dropout} must be in [0, 1)")
         for key, allowed in (("variant", LORA_VARIANTS), ("train", LORA_TRAIN)):
             _check(m[key] in allowed, f"unknown method.{key}={m[key]!r}: choose one of {', '.join(allowed)}")

@@ -86,6 +86,8 @@ def identity(cfg) -> dict:
         for k, v in c["task"].items()
         if k not in TASK_LOCATION_KEYS and not (k == "revision" and v is None)
     }
+    if isinstance(c.get("method"), dict) and c["method"].get("lr_rule") == "inv_sqrt_rank":
+        c["method"]["lr_rule"] = "rank_power"  # the same rule at power 0.5, under its older name
     for group, added in (("method", _ADDED_METHOD_DEFAULTS), ("optim", _ADDED_OPTIM_DEFAULTS)):
         if isinstance(c.get(group), dict):
             c[group] = {k: v for k, v in c[group].items() if added.get(k, ...) != v}
@@ -97,7 +99,8 @@ def identity(cfg) -> dict:
 # method keys added after runs were made (PEFT variants): at their default they are dropped from the identity,
 # so a run stored before they existed still matches its config
 _ADDED_METHOD_DEFAULTS = {"variant": "lora", "train": "AB", "loraplus_lr_ratio": 16.0, "adalora_init_r": None,
-                          "adalora_tinit": 0.1, "adalora_tfinal": 0.2, "vera_d_initial": 0.1}  # fmt: skip
+                          "adalora_tinit": 0.1, "adalora_tfinal": 0.2, "vera_d_initial": 0.1,
+                          "lr_rank_power": 0.5}  # fmt: skip
 # optim keys added after runs were made (length grouping, GPU fast paths; `bf16` was replaced by `precision`):
 # at their default / CPU value they are dropped the same way
 _ADDED_OPTIM_DEFAULTS = {"group_by_length": False, "precision": "auto", "tf32": "auto", "fused_adamw": "auto",

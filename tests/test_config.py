@@ -76,6 +76,27 @@ def test_offline_preset_rates_are_the_documented_ones():
     assert (cfg.optim.max_steps, cfg.optim.max_length) == (250, 64)
 
 
+@pytest.mark.parametrize(("rank", "power", "expected"), [(1, 0.25, 8e-4), (16, 0.25, 4e-4), (81, 0.25, 8e-4 / 3),
+                                                      (16, 0.5, 2e-4), (16, 0.0, 8e-4)])  # fmt: skip
+def test_rank_power_rule_known_answers(rank, power, expected):
+    m = compose_train(["method=lora", f"method.rank={rank}", "method.lr_rule=rank_power", "method.lr_rank1=8e-4",
+                       f"method.lr_rank_power={power}"]).method  # fmt: skip
+    assert lora_alpha_and_lr(m) == (2.0 * rank, pytest.approx(expected))
+
+
+def test_inv_sqrt_rank_is_rank_power_one_half_for_lr_and_run_identity():
+    """Runs made under the older rule name keep matching (same lr, same identity)."""
+    from lora_vs_full.runs import identity
+
+    old = compose_train(["experiment=offline_sst2", "method.rank=8", "method.lr_rule=inv_sqrt_rank"])
+    new = compose_train(["experiment=offline_sst2", "method.rank=8"])
+    assert new.method.lr_rule == "rank_power" and new.method.lr_rank_power == 0.5
+    assert method_lr(old.method, old.optim) == pytest.approx(method_lr(new.method, new.optim))
+    assert identity(old) == identity(new)
+    other = compose_train(["experiment=offline_sst2", "method.rank=8", "method.lr_rank_power=0.25"])
+    assert identity(other) != identity(new)
+
+
 def test_full_lr_comes_from_optim_unless_method_lr():
     cfg = compose_train(["method=full"])
     assert method_lr(cfg.method, cfg.optim) == 1e-5 and method_tag(cfg.method) == "full"

@@ -308,3 +308,33 @@ def test_probe_features_are_the_classifier_input_of_the_current_body(tiny_model_
         model.roberta.encoder.layer[1].output.dense.weight.mul_(3.0)
     moved = extract_features(model, tok, ds, batch_size=2, max_length=16, device="cpu")
     assert not torch.allclose(moved.inputs[0], feats.inputs[0])
+
+
+def test_pretrained_stage_is_shared_by_methods_of_a_seed_only(resumed):
+    """Stage 0 (the untouched model) of another method with the same seed is reused, not recomputed; a
+    different seed or probe budget computes its own."""
+    import json
+
+    tmp, cfg = resumed["tmp"], resumed["cfg"]
+    calls = []
+    real = sequence.probe_all
+    base = [o for o in _overrides(tmp, f"model.source={cfg.model.source}") if not o.startswith("method")]
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    sequence.probe_all = counting
+    try:
+        full = compose_continual([*base, "method=full"])
+        full_dir = sequence.run_continual(full, log=lambda _m: None)
+        other = compose_continual([*base, "method=full", "seed=7"])
+        other_dir = sequence.run_continual(other, log=lambda _m: None)
+    finally:
+        sequence.probe_all = real
+    lora0 = json.loads((resumed["run_dir"] / "stage0" / "stage.json").read_text())
+    full0 = json.loads((full_dir / "stage0" / "stage.json").read_text())
+    other0 = json.loads((other_dir / "stage0" / "stage.json").read_text())
+    assert full0["probe_from"] == resumed["run_dir"].name and full0["probe_accuracy"] == lora0["probe_accuracy"]
+    assert other0["probe_from"] is None  # seed 7: its own rows and heads
+    assert len(calls) == 3 + 4  # full: stages 1-3 only; seed 7: stages 0-3

@@ -79,7 +79,7 @@ def extract_features(model, tokenizer, ds, *, batch_size: int, max_length: int, 
     handle = model.classifier.register_forward_pre_hook(hook)
     inputs, labels = [], []
     try:
-        for batch in _batches(ds, batch_size):
+        for batch in _batches(_by_length(ds, tokenizer, max_length), batch_size):
             enc = tokenizer(
                 batch["text"],
                 batch.get("text_pair"),
@@ -98,6 +98,18 @@ def extract_features(model, tokenizer, ds, *, batch_size: int, max_length: int, 
         handle.remove()
         model.train(was_training)
     return Features(inputs, labels)
+
+
+def _by_length(ds, tokenizer, max_length: int):
+    """``ds`` in order of tokenised length (stable), so each batch pads to nearly its own rows' length.
+
+    The features of a row do not depend on its batch (padding is masked), so this only saves the
+    padded positions (up to 2x on MNLI's or SIQA's spread of lengths); the cached rows come in this
+    order, which is deterministic for the same rows."""
+    pair = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+    enc = tokenizer(list(ds["text"]), pair, truncation=True, max_length=max_length)
+    order = sorted(range(len(ds)), key=lambda i: len(enc["input_ids"][i]))
+    return ds.select(order)
 
 
 class _Captured(Exception):

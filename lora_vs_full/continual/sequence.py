@@ -244,6 +244,27 @@ def intruder_grid(original: dict, changed: dict, cfg: DictConfig, family: str, c
     return pd.DataFrame(rows)
 
 
+def pretrained_key(cfg: DictConfig) -> dict:
+    """What the stage-0 probe (the untouched pretrained model) depends on: model, sequence data, probe
+    budget, per-task lengths' ceiling and seed -- not the method. Every method of a seed shares it."""
+    ident = ccfg.identity(cfg)
+    return {k: ident[k] for k in ("model", "sequence", "probe", "seed")} | {
+        "max_length": ident["optim"]["max_length"]
+    }
+
+
+def shared_pretrained(out: Path, key: dict, run_dir: Path) -> tuple[dict, str] | None:
+    """A complete stage 0 of another run under ``out`` with the same :func:`pretrained_key` (its probe
+    accuracies are this run's too: the probe is deterministic for the same body, rows and seed)."""
+    for done in sorted(Path(out).glob(f"*/stage0/{DONE_FILE}")):
+        if done.parent.parent.resolve() == run_dir.resolve():
+            continue
+        rec = read_json(done)
+        if rec.get("pretrained_key") == key:
+            return rec, done.parent.parent.name
+    return None
+
+
 # ---------------------------------------------------------------- the sequence
 def _run_dir_to_lock(cfg: DictConfig, **_kw) -> Path:
     ccfg.validate(cfg)  # bad input is refused before the lock creates any directory
@@ -295,6 +316,7 @@ def run_continual(cfg: DictConfig, *, log=print) -> Path:
     gate = ccfg.gate(cfg)
     n_eval = {t: len(data.eval(t)) for t in tasks}
     lr = method_lr(cfg.method, cfg.optim)  # recorded per stage (train_stage derives the same value)
+    pkey = pretrained_key(cfg)
 
     for stage in range(start, n_stages):
         t0 = time.time()
@@ -308,7 +330,12 @@ def run_continual(cfg: DictConfig, *, log=print) -> Path:
                                         device=device, stage_dir=run_dir / f"stage{stage}", log=log)  # fmt: skip
             changed = changed_tensors(body_state(model), original)
         model.eval()
-        acc = probe_all(model, tasks, heads, tokenizer, data, cfg, device=device)
+        shared = shared_pretrained(Path(cfg.out), pkey, run_dir) if trained is None else None
+        if shared is not None:
+            acc = {t: shared[0]["probe_accuracy"][t] for t in tasks}
+            log(f"stage 0: the pretrained probe of {shared[1]} (same model, rows, probe and seed)")
+        else:
+            acc = probe_all(model, tasks, heads, tokenizer, data, cfg, device=device)
         grid = intruder_grid(original, changed, cfg, family, cache)
         heads_out = head_state(model) if trained is not None else {}  # stage 0 trains no head
         tensors = {**changed, **{HEAD_PREFIX + k: v.contiguous() for k, v in heads_out.items()}}
@@ -318,6 +345,7 @@ def run_continual(cfg: DictConfig, *, log=print) -> Path:
             "stage": stage, "trained_task": trained, "train_result": _jsonable(result), "lr": lr if trained else None,
             "probe_accuracy": acc, "n_eval": n_eval, "max_length": {t: data.max_length(t) for t in tasks},
             "intruders": grid.to_dict("records"),
+            **({"pretrained_key": pkey, "probe_from": shared and shared[1]} if trained is None else {}),
             "seconds": round(time.time() - t0, 1), "provenance": provenance.collect(stage=stage),
         })  # fmt: skip
         head = grid[(grid.k == 10) & (grid.epsilon == 0.5)].n_intruders

@@ -53,8 +53,9 @@ def lora_alpha_and_lr(method_cfg) -> tuple[float, float]:
 
     alpha: ``2r`` -> 2r (the paper) | ``fixed`` and ``rslora`` -> ``fixed_alpha`` (8; rsLoRA then scales
     by alpha/sqrt(r)). lr: an explicit ``method.lr`` wins; else ``alpha_product`` -> lr_alpha_product /
-    alpha (paper: alpha * lr = 2.4e-3, i.e. 1.2e-3 / r at alpha = 2r) or ``inv_sqrt_rank`` ->
-    lr_rank1 / sqrt(r) (the short-budget preset, see conf/experiment/offline_sst2.yaml).
+    alpha (paper: alpha * lr = 2.4e-3, i.e. 1.2e-3 / r at alpha = 2r) or ``rank_power`` ->
+    lr_rank1 / r ** lr_rank_power (the short-budget rule, conf/lr/short_budget.yaml; ``inv_sqrt_rank`` is
+    its power-0.5 case under the name earlier runs used).
     """
     r = int(method_cfg.rank)
     policy = method_cfg.alpha_policy
@@ -69,9 +70,11 @@ def lora_alpha_and_lr(method_cfg) -> tuple[float, float]:
     rule = method_cfg.get("lr_rule", "alpha_product")
     if rule == "alpha_product":
         return alpha, float(method_cfg.lr_alpha_product) / alpha
-    if rule == "inv_sqrt_rank":
+    if rule == "inv_sqrt_rank":  # rank_power at 0.5 (its name in runs made before rank_power existed)
         return alpha, float(method_cfg.lr_rank1) / math.sqrt(r)
-    raise UserError(f"unknown method.lr_rule={rule!r}: use alpha_product or inv_sqrt_rank")
+    if rule == "rank_power":
+        return alpha, float(method_cfg.lr_rank1) / r ** float(method_cfg.get("lr_rank_power", 0.5))
+    raise UserError(f"unknown method.lr_rule={rule!r}: use alpha_product, rank_power or inv_sqrt_rank")
 
 
 def method_lr(method_cfg, optim_cfg) -> float:

@@ -40,6 +40,7 @@ class Fig8Preset:
     overrides: dict = field(default_factory=dict)  # extra lvf-continual overrides, key -> value
     data_overrides: dict = field(default_factory=dict)  # ... only with DATA_DIR
     synthetic_overrides: dict = field(default_factory=dict)  # ... only without
+    jobs: int = 1  # sequences run side by side, each in its own process with cpu_count // jobs threads
     k: int = 10  # intruders reported per stage at (k, epsilon)
     epsilon: float = 0.5
 
@@ -74,22 +75,54 @@ def sweep(cfg, data_dir: str | None) -> list[list[str]]:
     return [[*base, *m, f"seed={int(s)}"] for s in cfg.seeds for m in methods]
 
 
-def run_all(sweep_: list[list[str]], log=print) -> list[Path]:
-    """Run (or resume) every sequence; a failing one does not stop the others (listed at the end)."""
+def _shown(overrides: list[str]) -> str:
+    return " ".join(o for o in overrides if not o.startswith(("out=", "sequence.tasks=", "sequence.data_dir=")))
+
+
+def run_one(overrides: list[str], threads: int | None = None, log=print) -> tuple[Path | None, str | None]:
+    """One sequence (composed, run or resumed): (run dir, None) or (None, the one-line error)."""
     from lora_vs_full.continual import compose_continual, run_continual
 
-    done, failed = [], []
-    for overrides in sweep_:
-        shown = " ".join(
-            o for o in overrides if not o.startswith(("out=", "sequence.tasks=", "sequence.data_dir="))
-        )
-        try:
-            cfg = compose_continual(overrides)
-            log(f"$ lvf-continual {shown}")
-            done.append(run_continual(cfg, log=log))
-        except UserError as exc:
-            log(f"error: {exc}")
-            failed.append(f"[{shown}]: {exc}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    shown = _shown(overrides)
+    try:
+        cfg = compose_continual(overrides)
+        log(f"$ lvf-continual {shown}")
+        return run_continual(cfg, log=log), None
+    except UserError as exc:
+        log(f"error: {exc}")
+        return None, f"[{shown}]: {exc}"
+
+
+def _run_in_worker(overrides: list[str], threads: int) -> tuple[Path | None, str | None]:
+    import os
+
+    os.environ["TQDM_DISABLE"] = "1"  # side-by-side progress bars would interleave; the log lines stay
+    tag = _shown(overrides).replace("experiment=", "").replace("method=", "")
+    return run_one(overrides, threads, log=lambda msg: print(f"[{tag}] {msg}", flush=True))
+
+
+def run_all(sweep_: list[list[str]], jobs: int = 1, log=print) -> list[Path]:
+    """Run (or resume) every sequence, ``jobs`` at a time (each in its own process, the CPU's threads
+    shared out); a failing one does not stop the others (listed at the end)."""
+    if jobs < 1:
+        raise UserError(f"jobs={jobs} must be >= 1 (e.g. jobs=2 on a 2-core machine)")
+    if jobs == 1:
+        results = [run_one(o, log=log) for o in sweep_]
+    else:
+        import multiprocessing as mp
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        log(f"{jobs} sequences at a time, {threads} thread(s) each")
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_run_in_worker, sweep_, [threads] * len(sweep_)))
+    done = [d for d, _ in results if d is not None]
+    failed = [e for _, e in results if e is not None]
     if failed:
         raise UserError(f"{len(failed)} of {len(sweep_)} continual runs failed ({len(done)} completed): "
                         + " | ".join(failed))  # fmt: skip
@@ -182,7 +215,7 @@ def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     plan = sweep(cfg, data_dir)
     log(f"fig8 [{cfg.preset}{'' if data_dir else ', synthetic'}]: {len(plan)} runs "
         f"({'full FT + ' if cfg.full else ''}LoRA r={list(cfg.ranks)} x seeds {list(cfg.seeds)})")  # fmt: skip
-    run_all(plan, log=log)
+    run_all(plan, jobs=int(cfg.jobs), log=log)
     return write_all(cfg, data_dir, log=log)
 
 
