@@ -338,3 +338,41 @@ def test_pretrained_stage_is_shared_by_methods_of_a_seed_only(resumed):
     assert full0["probe_from"] == resumed["run_dir"].name and full0["probe_accuracy"] == lora0["probe_accuracy"]
     assert other0["probe_from"] is None  # seed 7: its own rows and heads
     assert len(calls) == 3 + 4  # full: stages 1-3 only; seed 7: stages 0-3
+
+
+def test_reproduction_runs_sequences_side_by_side_and_lists_failures(tmp_path, tiny_model_dir):
+    """lvf-reproduce fig8 with jobs=2: each sequence in its own process; the results are those of the
+    same sequence run alone, and a bad one is listed without stopping the other."""
+    import json
+
+    from lora_vs_full.reproduce.continual import run_all
+
+    _sst2_dir(tmp_path / "data")
+    base = [o for o in _overrides(tmp_path, f"model.source={tiny_model_dir}") if not o.startswith("method")]
+    good = [[*base, "method=full"], [*base, "method=lora", "method.rank=2"]]
+    bad = [*base, "method=lora", "method.rank=0"]
+    with pytest.raises(UserError, match=r"1 of 3 continual runs failed \(2 completed\).*method.rank=0"):
+        run_all([*good, bad], jobs=2, log=lambda _m: None)
+    alone = tmp_path / "alone"
+    solo_overrides = [*(o for o in base if not o.startswith("out=")), f"out={alone}", "method=lora", "method.rank=2"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # as each of the two workers (cpu_count // jobs)
+    try:
+        run_all([solo_overrides], jobs=1, log=lambda _m: None)
+    finally:
+        torch.set_num_threads(threads)
+    side = json.loads((tmp_path / "out" / "lora-r2-a4-all_linear-seed42" / "stage3" / "stage.json").read_text())
+    solo = json.loads((alone / "lora-r2-a4-all_linear-seed42" / "stage3" / "stage.json").read_text())
+    assert side["probe_accuracy"] == solo["probe_accuracy"]
+
+
+def test_full_ft_identity_ignores_lora_keys():
+    """A full fine-tune never reads LoRA's rank or lr rule, so changing them keeps its runs (not LoRA's)."""
+    from lora_vs_full.continual.config import identity
+
+    def ident(*o):
+        return identity(compose_continual(["experiment=continual_offline", *o]))
+
+    assert ident("method=full") == ident("method=full", "method.lr_rank1=1e-3", "method.lr_rank_power=0.5")
+    assert ident("method=full") != ident("method=full", "optim.lr=3e-5")
+    assert ident("method.rank=8") != ident("method.rank=8", "method.lr_rank1=1e-3")

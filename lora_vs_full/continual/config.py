@@ -75,6 +75,7 @@ class ContinualConfig:
 # Keys that define a run's results; a resume must match them exactly. Paths, device and overwrite
 # only say where/how it runs; the gate only judges the results (recomputed from the tables).
 IDENTITY_KEYS = ("model", "method", "optim", "sequence", "probe", "spectral", "seed")
+FULL_METHOD_KEYS = ("name", "lr", "trainable")  # what a full fine-tune reads from `method`
 
 
 def register_configs() -> None:
@@ -162,6 +163,8 @@ def identity(cfg: DictConfig) -> dict:
         "check_rows",
     ):  # where a Hub mirror is / how strictly rows are checked: not results
         out["sequence"].pop(key, None)
+    if out["method"].get("name") == "full":  # LoRA's keys (rank, lr rule, ...) do not change a full FT run
+        out["method"] = {k: v for k, v in out["method"].items() if k in FULL_METHOD_KEYS}
     return out
 
 
