@@ -376,3 +376,18 @@ def test_full_ft_identity_ignores_lora_keys():
     assert ident("method=full") == ident("method=full", "method.lr_rank1=1e-3", "method.lr_rank_power=0.5")
     assert ident("method=full") != ident("method=full", "optim.lr=3e-5")
     assert ident("method.rank=8") != ident("method.rank=8", "method.lr_rank1=1e-3")
+
+
+def test_collapse_table_reads_every_stage_of_a_run(resumed):
+    """collapse.csv: one row per stage, stage 0 = the pretrained body's own features (recomputed here)."""
+    from lora_vs_full.continual.diagnostics import _classifier_inputs, collapse_table, mean_pairwise_cosine
+    from lora_vs_full.continual.probe import extract_features
+    from lora_vs_full.models.build import load_tokenizer
+
+    cfg, run_dir = resumed["cfg"], resumed["run_dir"]
+    col = collapse_table([run_dir], "sst2", rows=4)
+    assert list(col.stage) == [0, 1, 2, 3] and col.mean_pairwise_cosine.between(-1, 1).all()
+    model = sequence.build_stage_model(cfg, 2, sequence.task_seed(cfg.seed, "synth_sentiment"), {}, "cpu")
+    ds = sequence.TaskData(cfg).eval("sst2").select(range(4))
+    feats = extract_features(model, load_tokenizer(cfg.model), ds, batch_size=64, max_length=24, device="cpu")
+    assert col.mean_pairwise_cosine.iloc[0] == pytest.approx(mean_pairwise_cosine(_classifier_inputs(feats)), abs=1e-4)

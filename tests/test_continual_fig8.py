@@ -106,3 +106,18 @@ def test_fig8_missing_tables_raise_user_error(tmp_path):
     with pytest.raises(SystemExit) as exc:  # a one-line error, exit status 2
         fig8.main([])
     assert exc.value.code == 2
+
+
+def test_timing_summary_known_answer():
+    """Elapsed = first start to last end; the seed prefixes give what a seeds=[...] override took."""
+    from lora_vs_full.reproduce.continual import timing_summary
+
+    times = pd.DataFrame({
+        "run": ["full-seed0", "lora-seed0", "full-seed1"], "seed": [0, 0, 1], "stages": [7, 7, 7],
+        "start_utc": ["2026-01-01T10:00:00+00:00", "2026-01-01T10:00:30+00:00", "2026-01-01T10:07:00+00:00"],
+        "end_utc": ["2026-01-01T10:07:00+00:00", "2026-01-01T10:06:00+00:00", "2026-01-01T10:15:00+00:00"],
+        "stage_seconds": [400.0, 320.0, 470.0],
+    })  # fmt: skip
+    t = timing_summary(times)
+    assert t["elapsed_minutes"] == 15.0 and t["elapsed_minutes_through_seed"] == {"0": 7.0, "1": 15.0}
+    assert t["compute_minutes"] == round(1190 / 60, 1) and t["runs"] == 3

@@ -178,3 +178,15 @@ def test_truncation_measured_on_a_known_string(minilm_dir):
     wg = winogrande_text("the trophy did not fit in the case because _ was big.", "trophy", "case")
     assert lengths.choice_end_lengths(tok, "winogrande", [wg])[0] < lengths.token_lengths(tok, [wg])[0]
     assert lengths.choice_end_lengths(tok, "sst2", ["x"]) is None
+
+
+def test_mean_pairwise_cosine_known_answers():
+    import torch
+
+    from lora_vs_full.continual.diagnostics import mean_pairwise_cosine
+
+    assert mean_pairwise_cosine(torch.tensor([[1.0, 0.0], [0.0, 1.0]])) == pytest.approx(0.0)
+    assert mean_pairwise_cosine(torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])) == pytest.approx(1.0)
+    # three unit vectors 120 degrees apart: every pair has cosine -1/2
+    x = torch.tensor([[1.0, 0.0], [-0.5, 3**0.5 / 2], [-0.5, -(3**0.5) / 2]])
+    assert mean_pairwise_cosine(x) == pytest.approx(-0.5)

@@ -133,7 +133,7 @@ def build_stage_model(cfg: DictConfig, num_labels: int, head_seed: int, changed:
 
 
 def train_stage(model, cfg: DictConfig, task: str, tokenizer, data, *, stage: int, family: str, device,
-                stage_dir: Path, log):  # fmt: skip
+                stage_dir: Path, log, progress: bool = True):  # fmt: skip
     """Fine-tune ``model`` on ``task`` with the method; return (plain merged model, training result).
 
     The fine-tune's own eval (on the task's capped eval set, with the trained head) and its loss curve
@@ -146,7 +146,7 @@ def train_stage(model, cfg: DictConfig, task: str, tokenizer, data, *, stage: in
     stage_dir.mkdir(parents=True, exist_ok=True)
     result = train(model, tokenizer, data.train(task), data.eval(task), cfg.optim, seed=cfg.seed + stage,
                    lr=method_lr(cfg.method, cfg.optim), device=device, max_length=data.max_length(task),
-                   run_dir=stage_dir, log=log)  # fmt: skip
+                   run_dir=stage_dir, log=log, progress=progress)  # fmt: skip
     if cfg.method.name == "lora":
         model = model.merge_and_unload()  # W <- W + s B A; the head leaves modules_to_save
     for p in model.parameters():
@@ -272,7 +272,7 @@ def _run_dir_to_lock(cfg: DictConfig, **_kw) -> Path:
 
 
 @locked_by(_run_dir_to_lock, "continual run")  # one writer per run directory (its stages and tables)
-def run_continual(cfg: DictConfig, *, log=print) -> Path:
+def run_continual(cfg: DictConfig, *, log=print, progress: bool = True) -> Path:
     """Run (or resume) the whole sequence for ``cfg``; returns the run directory.
 
     Writes the run's tables after every stage, and the combined tables of every run under ``cfg.out``.
@@ -327,7 +327,8 @@ def run_continual(cfg: DictConfig, *, log=print) -> Path:
         if trained is not None:
             log(f"stage {stage}/{n_stages - 1}: fine-tuning on {trained} ({cfg.method.name})")
             model, result = train_stage(model, cfg, trained, tokenizer, data, stage=stage, family=family,
-                                        device=device, stage_dir=run_dir / f"stage{stage}", log=log)  # fmt: skip
+                                        device=device, stage_dir=run_dir / f"stage{stage}", log=log,
+                                        progress=progress)  # fmt: skip
             changed = changed_tensors(body_state(model), original)
         model.eval()
         shared = shared_pretrained(Path(cfg.out), pkey, run_dir) if trained is None else None

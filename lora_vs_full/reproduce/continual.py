@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE
 from lora_vs_full.errors import UserError
 from lora_vs_full.reproduce import common
 from lora_vs_full.storage import atomic_write_json, read_json, write_table
@@ -79,7 +80,8 @@ def _shown(overrides: list[str]) -> str:
     return " ".join(o for o in overrides if not o.startswith(("out=", "sequence.tasks=", "sequence.data_dir=")))
 
 
-def run_one(overrides: list[str], threads: int | None = None, log=print) -> tuple[Path | None, str | None]:
+def run_one(overrides: list[str], threads: int | None = None, log=print,
+            progress: bool = True) -> tuple[Path | None, str | None]:  # fmt: skip
     """One sequence (composed, run or resumed): (run dir, None) or (None, the one-line error)."""
     from lora_vs_full.continual import compose_continual, run_continual
 
@@ -91,18 +93,16 @@ def run_one(overrides: list[str], threads: int | None = None, log=print) -> tupl
     try:
         cfg = compose_continual(overrides)
         log(f"$ lvf-continual {shown}")
-        return run_continual(cfg, log=log), None
+        return run_continual(cfg, log=log, progress=progress), None
     except UserError as exc:
         log(f"error: {exc}")
         return None, f"[{shown}]: {exc}"
 
 
 def _run_in_worker(overrides: list[str], threads: int) -> tuple[Path | None, str | None]:
-    import os
-
-    os.environ["TQDM_DISABLE"] = "1"  # side-by-side progress bars would interleave; the log lines stay
     tag = _shown(overrides).replace("experiment=", "").replace("method=", "")
-    return run_one(overrides, threads, log=lambda msg: print(f"[{tag}] {msg}", flush=True))
+    # side-by-side progress bars would interleave: each worker logs prefixed lines only
+    return run_one(overrides, threads, log=lambda msg: print(f"[{tag}] {msg}", flush=True), progress=False)
 
 
 def run_all(sweep_: list[list[str]], jobs: int = 1, log=print) -> list[Path]:
@@ -241,6 +241,23 @@ def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
         log("measured token lengths (rows of the first seed):")
         for rec in lens[lens["seed"] == lens["seed"].iloc[0]].to_dict("records"):
             log("  " + describe(rec))
+    collapse = collapse_of(run_dirs, list(cfg.data_tasks if data_dir else cfg.tasks))
+    if len(collapse):
+        paths += [p for p in write_table(collapse, dest / "collapse") if Path(p).suffix == ".csv"]
+        (dest / "collapse.parquet").unlink(missing_ok=True)
+        summary["collapsed_runs"] = collapsed_runs(collapse)
+        atomic_write_json(dest / "summary.json", summary)
+        for run, stage in summary["collapsed_runs"].items():
+            log(f"collapsed body: {run} from stage {stage} (mean pairwise cosine of the classifier inputs "
+                f"> {COLLAPSE_COSINE}; collapse.csv)")  # fmt: skip
+    times = timing_table(run_dirs)
+    if len(times):
+        paths += [p for p in write_table(times, dest / "timing") if Path(p).suffix == ".csv"]
+        (dest / "timing.parquet").unlink(missing_ok=True)
+        summary["timing"] = timing_summary(times)
+        atomic_write_json(dest / "summary.json", summary)
+        log(f"time: {summary['timing']['elapsed_minutes']:.1f} min from the first run's start to the last stage's "
+            f"end ({summary['timing']['compute_minutes']:.1f} min of stage time over {len(times)} runs)")  # fmt: skip
     paths.append(common.write_provenance(dest, preset=f"fig8_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs),
                                          sequence=list(cfg.data_tasks if data_dir else cfg.tasks),
                                          substitutions=substitutions(run_dirs)))  # fmt: skip
@@ -249,6 +266,61 @@ def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
         log(f"NOTE: substitute data: {note}")
     log(f"tables: {dest}")
     return paths
+
+
+def collapse_of(run_dirs: list[Path], tasks: list[str]) -> pd.DataFrame:
+    """Representation collapse per (run, stage) on SST-2's eval rows (or the sequence's first task's)."""
+    from lora_vs_full.continual.diagnostics import collapse_table
+
+    return collapse_table(run_dirs, "sst2" if "sst2" in tasks else tasks[0])
+
+
+def collapsed_runs(collapse: pd.DataFrame) -> dict[str, int]:
+    """run -> the first stage whose body is collapsed (runs that never collapse are absent)."""
+    hit = collapse[collapse["collapsed"]]
+    return {str(r): int(g["stage"].min()) for r, g in hit.groupby("run")}
+
+
+def timing_table(run_dirs: list[Path]) -> pd.DataFrame:
+    """Per run: when it started (its identity.json, written before the data are loaded), when its last
+    complete stage ended (that stage.json's provenance time), and the summed stage seconds.
+
+    A resumed run's span includes the interruption; ``stage_seconds`` does not."""
+    from datetime import datetime, timezone
+
+    rows = []
+    for d in run_dirs:
+        d = Path(d)
+        stages = sorted(d.glob("stage*/stage.json"), key=lambda p: int(p.parent.name[5:]))
+        if not stages:
+            continue
+        recs = [read_json(p) for p in stages]
+        ident = read_json(d / "identity.json")
+        start = datetime.fromtimestamp((d / "identity.json").stat().st_mtime, timezone.utc)
+        end = datetime.fromisoformat(recs[-1]["provenance"]["time_utc"])
+        rows.append({"run": d.name, "seed": ident["seed"], "stages": len(recs),
+                     "start_utc": start.isoformat(timespec="seconds"), "end_utc": end.isoformat(timespec="seconds"),
+                     "stage_seconds": round(sum(float(r.get("seconds") or 0) for r in recs), 1)})  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["start_utc", "run"]).reset_index(drop=True) if rows else pd.DataFrame()
+
+
+def timing_summary(times: pd.DataFrame) -> dict:
+    """Elapsed minutes of the whole reproduction and of each prefix of its seeds (seed-major order: the
+    time a ``seeds=[...]`` override of the first seeds took), and the summed stage time."""
+    start = pd.to_datetime(times["start_utc"]).min()
+    end = pd.to_datetime(times["end_utc"])
+
+    def minutes(mask) -> float:
+        return round((end[mask].max() - start).total_seconds() / 60, 1)
+
+    seeds = sorted(times["seed"].unique())
+    return {
+        "elapsed_minutes": minutes(end.notna()),
+        "elapsed_minutes_through_seed": {str(s): minutes(times["seed"] <= s) for s in seeds},
+        "compute_minutes": round(float(times["stage_seconds"].sum()) / 60, 1),
+        "runs": int(len(times)),
+        "clock": "first run's identity.json (written at its start) to the last stage.json's provenance time",
+    }
 
 
 def substitutions(run_dirs: list[Path]) -> list[str]:
