@@ -63,7 +63,7 @@ class MethodConfig:
     rank: int | None = None
     alpha_policy: str = "2r"  # 2r: alpha = 2r | fixed: alpha = fixed_alpha | rslora: alpha/sqrt(r) scaling
     fixed_alpha: float = 8.0
-    lr_rule: str = "alpha_product"  # alpha_product: lr = lr_alpha_product / alpha | rank_power | inv_sqrt_rank
+    lr_rule: str = "alpha_product"  # alpha_product: lr_alpha_product / alpha | rank_power (| inv_sqrt_rank)
     lr_alpha_product: float = 2.4e-3  # the paper's alpha * lr
     lr_rank1: float = 4e-4  # rank_power: lr = lr_rank1 / rank ** lr_rank_power
     lr_rank_power: float = 0.5  # (inv_sqrt_rank = rank_power at 0.5, the name older runs were made under)

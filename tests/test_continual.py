@@ -335,7 +335,9 @@ def test_pretrained_stage_is_shared_by_methods_of_a_seed_only(resumed):
     lora0 = json.loads((resumed["run_dir"] / "stage0" / "stage.json").read_text())
     full0 = json.loads((full_dir / "stage0" / "stage.json").read_text())
     other0 = json.loads((other_dir / "stage0" / "stage.json").read_text())
-    assert full0["probe_from"] == resumed["run_dir"].name and full0["probe_accuracy"] == lora0["probe_accuracy"]
+    assert (
+        full0["probe_from"] == resumed["run_dir"].name and full0["probe_accuracy"] == lora0["probe_accuracy"]
+    )
     assert other0["probe_from"] is None  # seed 7: its own rows and heads
     assert len(calls) == 3 + 4  # full: stages 1-3 only; seed 7: stages 0-3
 
@@ -354,14 +356,23 @@ def test_reproduction_runs_sequences_side_by_side_and_lists_failures(tmp_path, t
     with pytest.raises(UserError, match=r"1 of 3 continual runs failed \(2 completed\).*method.rank=0"):
         run_all([*good, bad], jobs=2, log=lambda _m: None)
     alone = tmp_path / "alone"
-    solo_overrides = [*(o for o in base if not o.startswith("out=")), f"out={alone}", "method=lora", "method.rank=2"]
+    solo_overrides = [
+        *(o for o in base if not o.startswith("out=")),
+        f"out={alone}",
+        "method=lora",
+        "method.rank=2",
+    ]
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # as each of the two workers (cpu_count // jobs)
+    torch.set_num_threads(
+        max(1, (os.cpu_count() or 1) // 2)
+    )  # as each of the two workers (cpu_count // jobs)
     try:
         run_all([solo_overrides], jobs=1, log=lambda _m: None)
     finally:
         torch.set_num_threads(threads)
-    side = json.loads((tmp_path / "out" / "lora-r2-a4-all_linear-seed42" / "stage3" / "stage.json").read_text())
+    side = json.loads(
+        (tmp_path / "out" / "lora-r2-a4-all_linear-seed42" / "stage3" / "stage.json").read_text()
+    )
     solo = json.loads((alone / "lora-r2-a4-all_linear-seed42" / "stage3" / "stage.json").read_text())
     assert side["probe_accuracy"] == solo["probe_accuracy"]
 
@@ -390,4 +401,6 @@ def test_collapse_table_reads_every_stage_of_a_run(resumed):
     model = sequence.build_stage_model(cfg, 2, sequence.task_seed(cfg.seed, "synth_sentiment"), {}, "cpu")
     ds = sequence.TaskData(cfg).eval("sst2").select(range(4))
     feats = extract_features(model, load_tokenizer(cfg.model), ds, batch_size=64, max_length=24, device="cpu")
-    assert col.mean_pairwise_cosine.iloc[0] == pytest.approx(mean_pairwise_cosine(_classifier_inputs(feats)), abs=1e-4)
+    assert col.mean_pairwise_cosine.iloc[0] == pytest.approx(
+        mean_pairwise_cosine(_classifier_inputs(feats)), abs=1e-4
+    )

@@ -77,7 +77,9 @@ def sweep(cfg, data_dir: str | None) -> list[list[str]]:
 
 
 def _shown(overrides: list[str]) -> str:
-    return " ".join(o for o in overrides if not o.startswith(("out=", "sequence.tasks=", "sequence.data_dir=")))
+    return " ".join(
+        o for o in overrides if not o.startswith(("out=", "sequence.tasks=", "sequence.data_dir="))
+    )
 
 
 def run_one(overrides: list[str], threads: int | None = None, log=print,
@@ -301,7 +303,11 @@ def timing_table(run_dirs: list[Path]) -> pd.DataFrame:
         rows.append({"run": d.name, "seed": ident["seed"], "stages": len(recs),
                      "start_utc": start.isoformat(timespec="seconds"), "end_utc": end.isoformat(timespec="seconds"),
                      "stage_seconds": round(sum(float(r.get("seconds") or 0) for r in recs), 1)})  # fmt: skip
-    return pd.DataFrame(rows).sort_values(["start_utc", "run"]).reset_index(drop=True) if rows else pd.DataFrame()
+    return (
+        pd.DataFrame(rows).sort_values(["start_utc", "run"]).reset_index(drop=True)
+        if rows
+        else pd.DataFrame()
+    )
 
 
 def timing_summary(times: pd.DataFrame) -> dict:
