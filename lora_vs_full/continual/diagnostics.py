@@ -51,7 +51,8 @@ def collapse_table(run_dirs: list[Path], task: str, *, rows: int = 128) -> pd.Da
         if task not in list(cfg.sequence.tasks):
             continue
         tok, data = load_tokenizer(cfg.model), TaskData(cfg)
-        ds = data.eval(task).select(range(min(rows, len(data.eval(task)))))
+        eval_rows = data.eval(task)
+        ds = eval_rows.select(range(min(rows, len(eval_rows))))
         lengths = read_json(run_dir / "data.json")["lengths"]
         max_length = int(lengths[task]["max_length"]) if task in lengths else int(cfg.optim.max_length)
         first = cfg.sequence.tasks[0]

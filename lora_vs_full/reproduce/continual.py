@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE
 from lora_vs_full.errors import UserError
 from lora_vs_full.reproduce import common
 from lora_vs_full.storage import atomic_write_json, read_json, write_table
@@ -238,28 +237,27 @@ def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     lens = lengths_table(run_dirs)
     if len(lens):
         lens = lens.merge(reference_truncation(first), on="task", how="left").round(4)
-        paths += [p for p in write_table(lens, dest / "lengths") if Path(p).suffix == ".csv"]
-        (dest / "lengths.parquet").unlink(missing_ok=True)
+        paths += _write_csv(lens, dest / "lengths")
         log("measured token lengths (rows of the first seed):")
         for rec in lens[lens["seed"] == lens["seed"].iloc[0]].to_dict("records"):
             log("  " + describe(rec))
     collapse = collapse_of(run_dirs, list(cfg.data_tasks if data_dir else cfg.tasks))
     if len(collapse):
-        paths += [p for p in write_table(collapse, dest / "collapse") if Path(p).suffix == ".csv"]
-        (dest / "collapse.parquet").unlink(missing_ok=True)
+        paths += _write_csv(collapse, dest / "collapse")
         summary["collapsed_runs"] = collapsed_runs(collapse)
-        atomic_write_json(dest / "summary.json", summary)
+        from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE
+
         for run, stage in summary["collapsed_runs"].items():
             log(f"collapsed body: {run} from stage {stage} (mean pairwise cosine of the classifier inputs "
                 f"> {COLLAPSE_COSINE}; collapse.csv)")  # fmt: skip
     times = timing_table(run_dirs)
     if len(times):
-        paths += [p for p in write_table(times, dest / "timing") if Path(p).suffix == ".csv"]
-        (dest / "timing.parquet").unlink(missing_ok=True)
+        paths += _write_csv(times, dest / "timing")
         summary["timing"] = timing_summary(times)
-        atomic_write_json(dest / "summary.json", summary)
         log(f"time: {summary['timing']['elapsed_minutes']:.1f} min from the first run's start to the last stage's "
             f"end ({summary['timing']['compute_minutes']:.1f} min of stage time over {len(times)} runs)")  # fmt: skip
+    if len(collapse) or len(times):
+        atomic_write_json(dest / "summary.json", summary)  # with the collapse and timing entries
     paths.append(common.write_provenance(dest, preset=f"fig8_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs),
                                          sequence=list(cfg.data_tasks if data_dir else cfg.tasks),
                                          substitutions=substitutions(run_dirs)))  # fmt: skip
@@ -268,6 +266,13 @@ def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
         log(f"NOTE: substitute data: {note}")
     log(f"tables: {dest}")
     return paths
+
+
+def _write_csv(df: pd.DataFrame, stem: Path) -> list[Path]:
+    """A committed table: ``<stem>.csv`` only (write_table's parquet twin is not kept)."""
+    paths = write_table(df, stem)
+    stem.with_suffix(".parquet").unlink(missing_ok=True)
+    return [p for p in paths if Path(p).suffix == ".csv"]
 
 
 def collapse_of(run_dirs: list[Path], tasks: list[str]) -> pd.DataFrame:
