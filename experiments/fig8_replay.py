@@ -36,9 +36,8 @@ def replay(run_dir: Path, stage: int, overrides: list[str]) -> dict:
     from omegaconf import OmegaConf
     from safetensors.torch import load_file
 
+    from lora_vs_full.continual import sequence as seq
     from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE, mean_pairwise_cosine
-    from lora_vs_full.continual.sequence import (HEAD_PREFIX, STATE_FILE, TaskData, body_state, build_stage_model,
-                                                 task_seed, train_stage)  # fmt: skip
     from lora_vs_full.data import get_task
     from lora_vs_full.models.build import load_tokenizer
     from lora_vs_full.models.targets import family as model_family
@@ -48,18 +47,18 @@ def replay(run_dir: Path, stage: int, overrides: list[str]) -> dict:
     if not 1 <= stage <= len(tasks):
         raise SystemExit(f"error: stage {stage} is not a training stage of {run_dir} (1..{len(tasks)})")
     task = tasks[stage - 1]
-    tok, data = load_tokenizer(cfg.model), TaskData(cfg)
+    tok, data = load_tokenizer(cfg.model), seq.TaskData(cfg)
     data.measure_lengths(tok, tasks)
-    labels, head_seed = get_task(task).num_labels, task_seed(cfg.seed, task)
-    original = body_state(build_stage_model(cfg, labels, head_seed, {}, "cpu"))
+    labels, head_seed = get_task(task).num_labels, seq.task_seed(cfg.seed, task)
+    original = seq.body_state(seq.build_stage_model(cfg, labels, head_seed, {}, "cpu"))
     changed = {}
     if stage > 1:
-        state = load_file(run_dir / f"stage{stage - 1}" / STATE_FILE)
-        changed = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
-    model = build_stage_model(cfg, labels, head_seed, {**original, **changed}, "cpu")
+        state = load_file(run_dir / f"stage{stage - 1}" / seq.STATE_FILE)
+        changed = {k: v for k, v in state.items() if not k.startswith(seq.HEAD_PREFIX)}
+    model = seq.build_stage_model(cfg, labels, head_seed, {**original, **changed}, "cpu")
     t0 = time.time()
     out = WORK / f"{run_dir.name}-stage{stage}-{'_'.join(overrides) or 'as-run'}"
-    model, result = train_stage(model, cfg, task, tok, data, stage=stage, family=model_family(model.config.model_type),
+    model, result = seq.train_stage(model, cfg, task, tok, data, stage=stage, family=model_family(model.config.model_type),
                                 device="cpu", stage_dir=out, log=lambda _s: None, progress=False)  # fmt: skip
     rows = data.eval("sst2" if "sst2" in tasks else task)
     rows = rows.select(range(min(128, len(rows))))
@@ -93,7 +92,9 @@ def main(argv=None) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame(columns=list(row))
         same = (old[KEY].astype(str) == pd.Series(row)[KEY].astype(str)).all(axis=1)
-        table = pd.concat([old[~same], pd.DataFrame([row])], ignore_index=True).sort_values(KEY, kind="stable")
+        table = pd.concat([old[~same], pd.DataFrame([row])], ignore_index=True).sort_values(
+            KEY, kind="stable"
+        )
         atomic_write_text(args.out, table.to_csv(index=False))
         atomic_write_json(args.out.with_suffix(".provenance.json"), provenance.collect())
 
