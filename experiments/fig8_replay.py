@@ -11,7 +11,8 @@ instead of a whole sequence. Each replay appends (or replaces) one row of ``--ou
 
 Columns: the run, stage and trained task, the overrides, the fine-tune's own eval accuracy and loss on the
 task (the stage's trained head), and the collapse measure of lora_vs_full/continual/diagnostics.py (mean
-pairwise cosine of the [CLS] hidden states on 128 SST-2 eval rows; the pretrained MiniLM: ~0.7).
+pairwise cosine of what the classifier receives on 128 SST-2 eval rows, as in collapse.csv; the pretrained
+MiniLM: ~0.7, a collapsed body > 0.99).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def replay(run_dir: Path, stage: int, overrides: list[str]) -> dict:
     from safetensors.torch import load_file
 
     from lora_vs_full.continual import sequence as seq
-    from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE, mean_pairwise_cosine
+    from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE, body_cosine
     from lora_vs_full.data import get_task
     from lora_vs_full.models.build import load_tokenizer
     from lora_vs_full.models.targets import family as model_family
@@ -60,16 +61,14 @@ def replay(run_dir: Path, stage: int, overrides: list[str]) -> dict:
     out = WORK / f"{run_dir.name}-stage{stage}-{'_'.join(overrides) or 'as-run'}"
     model, result = seq.train_stage(model, cfg, task, tok, data, stage=stage, family=model_family(model.config.model_type),
                                 device="cpu", stage_dir=out, log=lambda _s: None, progress=False)  # fmt: skip
-    rows = data.eval("sst2" if "sst2" in tasks else task)
-    rows = rows.select(range(min(128, len(rows))))
-    enc = tok(list(rows["text"]), rows["text_pair"] if "text_pair" in rows.column_names else None,
-              truncation=True, max_length=128, padding=True, return_tensors="pt")  # fmt: skip
-    with torch.no_grad():
-        cls = model.base_model(**enc).last_hidden_state[:, 0]
-    cosine = mean_pairwise_cosine(cls)
+    probe_task = "sst2" if "sst2" in tasks else task  # the collapse measure's rows, as in collapse.csv
+    rows = data.eval(probe_task)
+    cosine = body_cosine(
+        model, tok, rows.select(range(min(128, len(rows)))), max_length=data.max_length(probe_task)
+    )
     return {"run": run_dir.name, "stage": stage, "trained_task": task, "overrides": " ".join(overrides) or "(as run)",
             "eval_accuracy": round(result["eval_accuracy"], 4), "eval_loss": round(result["eval_loss"], 4),
-            "cls_cosine": round(cosine, 4), "collapsed": cosine > COLLAPSE_COSINE,
+            "mean_pairwise_cosine": round(cosine, 4), "collapsed": cosine > COLLAPSE_COSINE,
             "seconds": round(time.time() - t0, 1)}  # fmt: skip
 
 

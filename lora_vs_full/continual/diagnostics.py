@@ -34,12 +34,19 @@ def _classifier_inputs(feats) -> torch.Tensor:
     return torch.cat(rows)
 
 
+def body_cosine(model, tokenizer, ds, *, max_length: int) -> float:
+    """The collapse measure of ``model`` on ``ds``: mean pairwise cosine of what its classifier receives."""
+    from lora_vs_full.continual.probe import extract_features
+
+    feats = extract_features(model, tokenizer, ds, batch_size=64, max_length=max_length, device="cpu")
+    return mean_pairwise_cosine(_classifier_inputs(feats))
+
+
 def collapse_table(run_dirs: list[Path], task: str, *, rows: int = 128) -> pd.DataFrame:
     """Per (run, stage): mean pairwise cosine of the classifier inputs on ``rows`` eval rows of ``task``
     (the same rows at every stage of a run), and whether it exceeds :data:`COLLAPSE_COSINE`."""
     from omegaconf import OmegaConf
 
-    from lora_vs_full.continual.probe import extract_features
     from lora_vs_full.continual.sequence import HEAD_PREFIX, TaskData, build_stage_model, task_seed
     from lora_vs_full.data import get_task
     from lora_vs_full.models.build import load_tokenizer
@@ -63,8 +70,7 @@ def collapse_table(run_dirs: list[Path], task: str, *, rows: int = 128) -> pd.Da
             state = load_file(stage_json.parent / "state.safetensors")
             body = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
             base.load_state_dict({**original, **body})
-            feats = extract_features(base, tok, ds, batch_size=64, max_length=max_length, device="cpu")
-            cos = mean_pairwise_cosine(_classifier_inputs(feats))
+            cos = body_cosine(base, tok, ds, max_length=max_length)
             out.append({"run": run_dir.name, "seed": int(cfg.seed), "stage": stage,
                         "trained_task": read_json(stage_json)["trained_task"], "task": task, "rows": len(ds),
                         "mean_pairwise_cosine": round(cos, 4), "collapsed": cos > COLLAPSE_COSINE})  # fmt: skip
