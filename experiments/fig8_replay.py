@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from lora_vs_full import provenance
+from lora_vs_full import layout, provenance
 from lora_vs_full.storage import atomic_write_json, atomic_write_text
 
-DEFAULT_OUT = Path("results/tables/fig8-calibration/replays.csv")
-WORK = Path("results/runs/fig8-replays")  # the replays' own stage dirs (git-ignored)
 KEY = ["run", "stage", "overrides"]
 
 
-def replay(run_dir: Path, stage: int, overrides: list[str]) -> dict:
+def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
+    """Retrain ``stage`` of ``run_dir`` from the body its previous stage stored, with ``overrides``."""
     from omegaconf import OmegaConf
     from safetensors.torch import load_file
 
@@ -43,7 +43,14 @@ def replay(run_dir: Path, stage: int, overrides: list[str]) -> dict:
     from lora_vs_full.models.build import load_tokenizer
     from lora_vs_full.models.targets import family as model_family
 
-    cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), OmegaConf.from_dotlist(overrides))
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    for override in overrides:
+        key, eq, _ = override.partition("=")
+        if not eq or OmegaConf.select(cfg, key, default=KeyError) is KeyError:
+            raise SystemExit(
+                f"error: override {override!r} must be key=value with a key of {run_dir}/config.yaml"
+            )
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     tasks = list(cfg.sequence.tasks)
     if not 1 <= stage <= len(tasks):
         raise SystemExit(f"error: stage {stage} is not a training stage of {run_dir} (1..{len(tasks)})")
@@ -58,7 +65,9 @@ def replay(run_dir: Path, stage: int, overrides: list[str]) -> dict:
         changed = {k: v for k, v in state.items() if not k.startswith(seq.HEAD_PREFIX)}
     model = seq.build_stage_model(cfg, labels, head_seed, {**original, **changed}, "cpu")
     t0 = time.time()
-    out = WORK / f"{run_dir.name}-stage{stage}-{'_'.join(overrides) or 'as-run'}"
+    tag = "_".join(overrides).replace("/", "-") or "as-run"
+    out = work / f"{run_dir.name}-stage{stage}-{tag}"
+    shutil.rmtree(out, ignore_errors=True)  # a replay's training log starts afresh
     model, result = seq.train_stage(model, cfg, task, tok, data, stage=stage, family=model_family(model.config.model_type),
                                 device="cpu", stage_dir=out, log=lambda _s: None, progress=False)  # fmt: skip
     probe_task = "sst2" if "sst2" in tasks else task  # the collapse measure's rows, as in collapse.csv
@@ -77,17 +86,20 @@ def main(argv=None) -> None:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("stage", type=int)
     ap.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. optim.grad_clip=0.1")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--out", type=Path, default=layout.tables_dir("fig8-calibration") / "replays.csv")
+    ap.add_argument(
+        "--work", type=Path, default=layout.runs_dir("fig8-replays"), help="the replays' stage dirs"
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     if not (args.run_dir / "config.yaml").is_file():
         raise SystemExit(f"error: {args.run_dir} is not a continual run directory (no config.yaml)")
     torch.set_num_threads(args.threads)
-    row = replay(args.run_dir, args.stage, args.overrides)
+    row = replay(args.run_dir, args.stage, args.overrides, args.work)
     print(", ".join(f"{k}={v}" for k, v in row.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    WORK.mkdir(parents=True, exist_ok=True)
-    with open(WORK / "table.lock", "w") as lock:  # replays run side by side: one writer at a time
+    args.work.mkdir(parents=True, exist_ok=True)
+    with open(args.work / "table.lock", "w") as lock:  # replays run side by side: one writer at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame(columns=list(row))
         same = (old[KEY].astype(str) == pd.Series(row)[KEY].astype(str)).all(axis=1)

@@ -404,3 +404,29 @@ def test_collapse_table_reads_every_stage_of_a_run(resumed):
     assert col.mean_pairwise_cosine.iloc[0] == pytest.approx(
         mean_pairwise_cosine(_classifier_inputs(feats)), abs=1e-4
     )
+
+
+def test_stage_replay_as_run_reproduces_the_stored_stage(resumed, tmp_path):
+    """experiments/fig8_replay.py: retraining stage 2 from stage 1's stored body with no override gives the
+    stage's own stored eval accuracy and loss (same rows, seed, head init); a rerun replaces its row."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+    import fig8_replay
+
+    run_dir, out = resumed["run_dir"], tmp_path / "replays.csv"
+    stored = json.loads((run_dir / "stage2" / "stage.json").read_text())["train_result"]
+    for _ in range(2):
+        fig8_replay.main([str(run_dir), "2", "--out", str(out), "--work", str(tmp_path / "work")])
+    table = pd.read_csv(out)
+    assert len(table) == 1 and table.trained_task[0] == TASKS[1] and table.overrides[0] == "(as run)"
+    assert table.eval_accuracy[0] == pytest.approx(stored["eval_accuracy"], abs=1e-4)
+    assert table.eval_loss[0] == pytest.approx(stored["eval_loss"], abs=1e-3)
+    fig8_replay.main(
+        [str(run_dir), "2", "optim.grad_clip=0.1", "--out", str(out), "--work", str(tmp_path / "w")]
+    )
+    assert list(pd.read_csv(out).overrides) == ["(as run)", "optim.grad_clip=0.1"]
+    for bad in (["optim.grad_klip=0.1"], ["optim.grad_clip"]):
+        with pytest.raises(SystemExit, match="must be key=value with a key of"):
+            fig8_replay.main([str(run_dir), "2", *bad, "--out", str(out)])
+    with pytest.raises(SystemExit, match="not a training stage"):
+        fig8_replay.main([str(run_dir), "9", "--out", str(out)])
+    assert len(pd.read_csv(out)) == 2
