@@ -116,6 +116,10 @@ def test_task_no_run_learns_is_not_learnable_and_does_not_disqualify_runs():
     summary = summarize(acc, intr)
     assert summary["not_learnable"] == ["c"]
     assert all(m["eligible_runs"] == m["runs"] for m in summary["methods"].values())
+    # 4 runs x stages a, b (c is not learnable): all learned; every stage counted in stages_learned
+    assert summary["learnable_stages_learned"] == "8/8"
+    assert {m["learnable_stages_learned"] for m in summary["methods"].values()} == {"4/4"}
+    assert {m["stages_learned"] for m in summary["methods"].values()} == {"4/6"}
     assert "Not learnable at this budget" in headline(summary)
 
 

@@ -234,6 +234,10 @@ def _paired(ends: pd.DataFrame, a: str, b: str) -> stats.Estimate:
     return stats.t_interval([float(sa[s] - sb[s]) for s in common])
 
 
+def _learned_of(g: pd.DataFrame) -> str:
+    return f"{int(g['learned'].sum())}/{len(g)}"
+
+
 def summarize(acc: pd.DataFrame, intr: pd.DataFrame, gate: Gate = Gate(), *, k: int = 10,
               epsilon: float = 0.5) -> dict:  # fmt: skip
     """The headline numbers as one JSON-able dict (see the module docstring for every definition)."""
@@ -260,7 +264,8 @@ def summarize(acc: pd.DataFrame, intr: pd.DataFrame, gate: Gate = Gate(), *, k: 
             "per_seed": {f"seed{int(r.seed)}": {**_est(stats.Estimate(r.end_forgetting, r.eval_low, r.eval_high,
                                                                         int(r.n_tasks))), "eligible": bool(r.eligible)}
                          for r in e.itertuples(index=False)},
-            "stages_learned": f"{int(g['learned'].sum())}/{len(g)}",
+            "stages_learned": _learned_of(g),
+            "learnable_stages_learned": _learned_of(g[g["trained_task"].map(learnable)]),
             "intruders_per_stage": {int(s): _est(stats.Estimate(m, lo, hi, n)) for s, m, lo, hi, n in
                                     ip[["stage", "n_intruders", "low", "high", "n_seeds"]].itertuples(index=False)},
         }  # fmt: skip
@@ -295,6 +300,7 @@ def summarize(acc: pd.DataFrame, intr: pd.DataFrame, gate: Gate = Gate(), *, k: 
         "gate": {"min_gain": gate.min_gain, "z": gate.z, "rule": gate.describe()},
         "learnable_tasks": learnable,
         "not_learnable": sorted(t for t, ok in learnable.items() if not ok),
+        "learnable_stages_learned": _learned_of(gates[gates["trained_task"].map(learnable)]),
         "methods": methods,
         "comparisons": comparisons,
         "verdict": verdict,

@@ -223,6 +223,8 @@ def reproduce(cfg, data_dir: str | None = None, log=print) -> list[Path]:
 def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     """Tables, lengths, provenance and the printed headline from every run under the preset's runs
     directory (complete runs are summarised, interrupted ones listed); trains nothing."""
+    from omegaconf import OmegaConf
+
     from lora_vs_full.continual import compose_continual
     from lora_vs_full.continual.config import gate as gate_of
     from lora_vs_full.continual.lengths import describe
@@ -236,7 +238,9 @@ def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
                                   log=log)  # fmt: skip
     lens = lengths_table(run_dirs)
     if len(lens):
-        lens = lens.merge(reference_truncation(first), on="task", how="left").round(4)
+        ref = pd.concat([reference_truncation(OmegaConf.merge(first, {"seed": int(seed)})).assign(seed=seed)
+                         for seed in lens["seed"].unique()])  # fmt: skip  # each seed's own rows
+        lens = lens.merge(ref, on=["seed", "task"], how="left").round(4)
         paths += _write_csv(lens, dest / "lengths")
         log("measured token lengths (rows of the first seed):")
         for rec in lens[lens["seed"] == lens["seed"].iloc[0]].to_dict("records"):
