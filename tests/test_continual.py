@@ -407,10 +407,9 @@ def test_collapse_table_reads_every_stage_of_a_run(resumed):
 
 
 def test_stage_replay_as_run_reproduces_the_stored_stage(resumed, tmp_path):
-    """experiments/fig8_replay.py: retraining stage 2 from stage 1's stored body with no override gives the
+    """lora_vs_full.reproduce.replay: retraining stage 2 from stage 1's stored body with no override gives the
     stage's own stored eval accuracy and loss (same rows, seed, head init); a rerun replaces its row."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
-    import fig8_replay
+    from lora_vs_full.reproduce import replay as fig8_replay
 
     run_dir, out = resumed["run_dir"], tmp_path / "replays.csv"
     stored = json.loads((run_dir / "stage2" / "stage.json").read_text())["train_result"]

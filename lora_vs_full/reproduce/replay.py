@@ -6,8 +6,8 @@ stored previous stage -- same rows, same seed, same head init -- once as it was 
 (e.g. ``optim.grad_clip=0.1``), so the change is judged on the very stage that failed, in ~1 minute
 instead of a whole sequence. Each replay appends (or replaces) one row of ``--out``:
 
-    python experiments/fig8_replay.py results/runs/fig8-offline/full-seed2 4 optim.grad_clip=0.1
-    python experiments/fig8_replay.py results/runs/fig8-offline/full-seed2 4          # as it ran
+    python -m lora_vs_full.reproduce.replay results/runs/fig8-offline/full-seed2 4 optim.grad_clip=0.1
+    python -m lora_vs_full.reproduce.replay results/runs/fig8-offline/full-seed2 4          # as it ran
 
 Columns: the run, stage and trained task, the overrides, the fine-tune's own eval accuracy and loss on the
 task (the stage's trained head), and the collapse measure of lora_vs_full/continual/diagnostics.py (mean
