@@ -9,7 +9,7 @@ instead of a whole sequence. Each replay appends (or replaces) one row of ``--ou
     python -m lora_vs_full.reproduce.replay results/runs/fig8-offline/full-seed2 4 optim.grad_clip=0.1
     python -m lora_vs_full.reproduce.replay results/runs/fig8-offline/full-seed2 4          # as it ran
 
-Columns: the run, stage and trained task, the overrides, the fine-tune's own eval accuracy and loss on the
+Columns: the runs directory (``source``, e.g. fig8-offline), the run, stage and trained task, the overrides, the fine-tune's own eval accuracy and loss on the
 task (the stage's trained head), and the collapse measure of lora_vs_full/continual/diagnostics.py (mean
 pairwise cosine of what the classifier receives on 128 SST-2 eval rows, as in collapse.csv; the pretrained
 MiniLM: ~0.7, a collapsed body > 0.99).
@@ -29,7 +29,7 @@ import torch
 from lora_vs_full import layout, provenance
 from lora_vs_full.storage import atomic_write_json, atomic_write_text
 
-KEY = ["run", "stage", "overrides"]
+KEY = ["source", "run", "stage", "overrides"]
 
 
 def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
@@ -75,7 +75,8 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
     cosine = body_cosine(
         model, tok, rows.select(range(min(128, len(rows)))), max_length=data.max_length(probe_task)
     )
-    return {"run": run_dir.name, "stage": stage, "trained_task": task, "overrides": " ".join(overrides) or "(as run)",
+    return {"source": run_dir.resolve().parent.name, "run": run_dir.name, "stage": stage, "trained_task": task,
+            "overrides": " ".join(overrides) or "(as run)",
             "eval_accuracy": round(result["eval_accuracy"], 4), "eval_loss": round(result["eval_loss"], 4),
             "mean_pairwise_cosine": round(cosine, 4), "collapsed": cosine > COLLAPSE_COSINE,
             "seconds": round(time.time() - t0, 1)}  # fmt: skip
