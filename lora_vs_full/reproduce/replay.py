@@ -9,10 +9,10 @@ instead of a whole sequence. Each replay appends (or replaces) one row of ``--ou
     python -m lora_vs_full.reproduce.replay results/runs/fig8-offline/full-seed2 4 optim.grad_clip=0.1
     python -m lora_vs_full.reproduce.replay results/runs/fig8-offline/full-seed2 4          # as it ran
 
-Columns: the runs directory (``source``, e.g. fig8-offline), the run, stage and trained task, the overrides, the fine-tune's own eval accuracy and loss on the
-task (the stage's trained head), and the collapse measure of lora_vs_full/continual/diagnostics.py (mean
-pairwise cosine of what the classifier receives on 128 SST-2 eval rows, as in collapse.csv; the pretrained
-MiniLM: ~0.7, a collapsed body > 0.99).
+Columns: the runs directory (``source``, e.g. fig8-offline), the run, stage and trained task, the
+overrides, the fine-tune's own eval accuracy and loss on the task (the stage's trained head), and the
+collapse measure of lora_vs_full/continual/diagnostics.py (mean pairwise cosine of what the classifier
+receives on 128 SST-2 eval rows, as in collapse.csv; the pretrained MiniLM: ~0.7, a collapsed body > 0.99).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
     model = seq.build_stage_model(cfg, labels, head_seed, {**original, **changed}, "cpu")
     t0 = time.time()
     tag = "_".join(overrides).replace("/", "-") or "as-run"
-    out = work / f"{run_dir.name}-stage{stage}-{tag}"
+    out = work / run_dir.resolve().parent.name / f"{run_dir.name}-stage{stage}-{tag}"
     shutil.rmtree(out, ignore_errors=True)  # a replay's training log starts afresh
     model, result = seq.train_stage(model, cfg, task, tok, data, stage=stage, family=model_family(model.config.model_type),
                                 device="cpu", stage_dir=out, log=lambda _s: None, progress=False)  # fmt: skip
