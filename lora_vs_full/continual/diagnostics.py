@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file
 
 from lora_vs_full.storage import read_json
 
@@ -34,6 +33,11 @@ def _classifier_inputs(feats) -> torch.Tensor:
     return torch.cat(rows)
 
 
+def collapse_task(tasks: list[str]) -> str:
+    """The task whose eval rows the collapse is measured on: SST-2 when in the sequence, else the first."""
+    return "sst2" if "sst2" in tasks else tasks[0]
+
+
 def body_cosine(model, tokenizer, ds, *, max_length: int) -> float:
     """The collapse measure of ``model`` on ``ds``: mean pairwise cosine of what its classifier receives."""
     from lora_vs_full.continual.probe import extract_features
@@ -47,7 +51,7 @@ def collapse_table(run_dirs: list[Path], task: str, *, rows: int = 128) -> pd.Da
     (the same rows at every stage of a run), and whether it exceeds :data:`COLLAPSE_COSINE`."""
     from omegaconf import OmegaConf
 
-    from lora_vs_full.continual.sequence import HEAD_PREFIX, TaskData, build_stage_model, task_seed
+    from lora_vs_full.continual.sequence import TaskData, build_stage_model, stored_body, task_seed
     from lora_vs_full.data import get_task
     from lora_vs_full.models.build import load_tokenizer
 
@@ -67,9 +71,7 @@ def collapse_table(run_dirs: list[Path], task: str, *, rows: int = 128) -> pd.Da
         original = {k: v.clone() for k, v in base.state_dict().items()}
         for stage_json in sorted(run_dir.glob("stage*/stage.json"), key=lambda p: int(p.parent.name[5:])):
             stage = int(stage_json.parent.name[5:])
-            state = load_file(stage_json.parent / "state.safetensors")
-            body = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
-            base.load_state_dict({**original, **body})
+            base.load_state_dict({**original, **stored_body(stage_json.parent)})
             cos = body_cosine(base, tok, ds, max_length=max_length)
             out.append({"run": run_dir.name, "seed": int(cfg.seed), "stage": stage,
                         "trained_task": read_json(stage_json)["trained_task"], "task": task, "rows": len(ds),

@@ -108,6 +108,12 @@ def head_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if is_head_param(k)}
 
 
+def stored_body(stage_dir: Path) -> dict[str, torch.Tensor]:
+    """The body tensors a finished stage stored (those that differ from the pretrained ones; no head)."""
+    state = load_file(stage_dir / STATE_FILE)
+    return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
+
+
 def changed_tensors(current: dict, original: dict) -> dict[str, torch.Tensor]:
     """The tensors of ``current`` that differ from ``original``: what a stage state must store."""
     return {k: v.contiguous() for k, v in current.items() if not torch.equal(v, original[k])}
@@ -305,8 +311,7 @@ def run_continual(cfg: DictConfig, *, log=print, progress: bool = True) -> Path:
         del m
     changed = {}
     if start:
-        state = load_file(run_dir / f"stage{start - 1}" / STATE_FILE)
-        changed = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
+        changed = stored_body(run_dir / f"stage{start - 1}")
     data, cache = TaskData(cfg), SVDCache(None)
     from lora_vs_full.continual.lengths import describe
 

@@ -227,6 +227,7 @@ def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
 
     from lora_vs_full.continual import compose_continual
     from lora_vs_full.continual.config import gate as gate_of
+    from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE
     from lora_vs_full.continual.lengths import describe
 
     plan = sweep(cfg, data_dir)
@@ -249,8 +250,6 @@ def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
     if len(collapse):
         paths += _write_csv(collapse, dest / "collapse")
         summary["collapsed_runs"] = collapsed_runs(collapse)
-        from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE
-
         for run, stage in summary["collapsed_runs"].items():
             log(f"collapsed body: {run} from stage {stage} (mean pairwise cosine of the classifier inputs "
                 f"> {COLLAPSE_COSINE}; collapse.csv)")  # fmt: skip
@@ -281,9 +280,9 @@ def _write_csv(df: pd.DataFrame, stem: Path) -> list[Path]:
 
 def collapse_of(run_dirs: list[Path], tasks: list[str]) -> pd.DataFrame:
     """Representation collapse per (run, stage) on SST-2's eval rows (or the sequence's first task's)."""
-    from lora_vs_full.continual.diagnostics import collapse_table
+    from lora_vs_full.continual.diagnostics import collapse_table, collapse_task
 
-    return collapse_table(run_dirs, "sst2" if "sst2" in tasks else tasks[0])
+    return collapse_table(run_dirs, collapse_task(tasks))
 
 
 def collapsed_runs(collapse: pd.DataFrame) -> dict[str, int]:

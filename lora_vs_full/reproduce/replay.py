@@ -35,10 +35,9 @@ KEY = ["source", "run", "stage", "overrides"]
 def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
     """Retrain ``stage`` of ``run_dir`` from the body its previous stage stored, with ``overrides``."""
     from omegaconf import OmegaConf
-    from safetensors.torch import load_file
 
     from lora_vs_full.continual import sequence as seq
-    from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE, body_cosine
+    from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE, body_cosine, collapse_task
     from lora_vs_full.data import get_task
     from lora_vs_full.models.build import load_tokenizer
     from lora_vs_full.models.targets import family as model_family
@@ -59,10 +58,7 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
     data.measure_lengths(tok, tasks)
     labels, head_seed = get_task(task).num_labels, seq.task_seed(cfg.seed, task)
     original = seq.body_state(seq.build_stage_model(cfg, labels, head_seed, {}, "cpu"))
-    changed = {}
-    if stage > 1:
-        state = load_file(run_dir / f"stage{stage - 1}" / seq.STATE_FILE)
-        changed = {k: v for k, v in state.items() if not k.startswith(seq.HEAD_PREFIX)}
+    changed = seq.stored_body(run_dir / f"stage{stage - 1}") if stage > 1 else {}
     model = seq.build_stage_model(cfg, labels, head_seed, {**original, **changed}, "cpu")
     t0 = time.time()
     tag = "_".join(overrides).replace("/", "-") or "as-run"
@@ -70,7 +66,7 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a replay's training log starts afresh
     model, result = seq.train_stage(model, cfg, task, tok, data, stage=stage, family=model_family(model.config.model_type),
                                 device="cpu", stage_dir=out, log=lambda _s: None, progress=False)  # fmt: skip
-    probe_task = "sst2" if "sst2" in tasks else task  # the collapse measure's rows, as in collapse.csv
+    probe_task = collapse_task(tasks)  # the collapse measure's rows, as in collapse.csv
     rows = data.eval(probe_task)
     cosine = body_cosine(
         model, tok, rows.select(range(min(128, len(rows)))), max_length=data.max_length(probe_task)
