@@ -50,6 +50,7 @@ def _overrides(tmp: Path, *extra: str) -> list[str]:
         "probe.steps=3",
         "probe.train_samples=16",
         "probe.batch_size=8",
+        "sequence.lr_scale={synth_nli: 0.5, winogrande: 3}",  # stage 2 at half the rate; winogrande: ignored
         f"paths.results_dir={tmp / 'results'}",
         f"out={tmp / 'out'}",
         "device=cpu",
@@ -387,6 +388,27 @@ def test_full_ft_identity_ignores_lora_keys():
     assert ident("method=full") == ident("method=full", "method.lr_rank1=1e-3", "method.lr_rank_power=0.5")
     assert ident("method=full") != ident("method=full", "optim.lr=3e-5")
     assert ident("method.rank=8") != ident("method.rank=8", "method.lr_rank1=1e-3")
+
+
+def test_per_task_lr_scale_sets_each_stages_rate_and_is_validated(resumed):
+    """sequence.lr_scale multiplies the method's rate on the listed task's stage only; entries for tasks
+    outside the sequence neither act nor enter the run's identity; a bad entry is one UserError."""
+    from lora_vs_full.continual.config import identity, lr_scales, validate
+    from lora_vs_full.models.methods import method_lr
+
+    cfg, run_dir = resumed["cfg"], resumed["run_dir"]
+    base = method_lr(cfg.method, cfg.optim)
+    lrs = [json.loads((run_dir / f"stage{i}" / "stage.json").read_text())["lr"] for i in (1, 2, 3)]
+    assert lrs == pytest.approx([base, base / 2, base])
+    assert identity(cfg)["sequence"]["lr_scale"] == {"synth_nli": 0.5}
+    plain = compose_continual(
+        ["experiment=continual_offline"]
+    )  # its siqa/winogrande entries: not in this sequence
+    assert "lr_scale" not in identity(plain)["sequence"] and lr_scales(plain) == {}
+    for bad, match in (("sequence.lr_scale={synth_nli: 0}", "must be a number > 0"),
+                       ("sequence.lr_scale={no_such_task: 0.5}", "no_such_task")):  # fmt: skip
+        with pytest.raises(UserError, match=match):
+            validate(compose_continual(["sequence.tasks=[synth_sentiment,synth_nli]", bad]))
 
 
 def test_collapse_table_reads_every_stage_of_a_run(resumed):

@@ -31,6 +31,11 @@ class SequenceConfig:
     # Per-task max length = the longest tokenised input among the rows used, capped by optim.max_length
     # (so no SIQA answer / WinoGrande option is cut); false = optim.max_length for every task.
     auto_max_length: bool = True
+    # Per-task multiplier of the method's learning rate (a task not listed: 1). Keys name tasks; entries
+    # for tasks outside `tasks` are ignored (one preset serves the synthetic and the real sequence).
+    lr_scale: Any = (
+        None  # {task: multiplier}; Any, not a typed dict, so `sequence.lr_scale={siqa: 0.5}` composes
+    )
 
 
 @dataclass
@@ -130,6 +135,7 @@ def validate(cfg: DictConfig) -> tuple[str, ...]:
         }
     )
     validate_train(view)
+    lr_scales(cfg)  # UserError on a bad per-task rate multiplier
     probe_config(cfg)  # UserError on a bad probe budget
     gate(cfg)  # UserError on a bad gate
     from lora_vs_full.spectral import DEFAULT_EPSILONS, validate_grid
@@ -137,6 +143,42 @@ def validate(cfg: DictConfig) -> tuple[str, ...]:
     s = cfg.spectral  # a bad k / epsilon fails here, before the run directory exists
     validate_grid(list(s.ks), list(s.epsilons) if s.epsilons is not None else DEFAULT_EPSILONS)
     return tasks
+
+
+def lr_scales(cfg: DictConfig) -> dict[str, float]:
+    """``sequence.lr_scale`` restricted to the sequence's tasks, validated (known task, finite value > 0)."""
+    import math
+
+    from lora_vs_full.data import get_task
+
+    tasks = [str(t) for t in cfg.sequence.tasks]
+    scales = cfg.sequence.get("lr_scale") or {}
+    if not isinstance(scales, (dict, DictConfig)):
+        raise UserError(
+            f"sequence.lr_scale={scales!r} must map task names to numbers, e.g. 'sequence.lr_scale={{siqa: 0.5}}'"
+        )
+    out = {}
+    for task, value in scales.items():
+        get_task(str(task))  # UserError listing the known tasks
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(
+                f"sequence.lr_scale.{task}={value!r} must be a number > 0 (e.g. sequence.lr_scale.{task}=0.5)"
+            )
+        if str(task) in tasks:
+            out[str(task)] = value
+    return out
+
+
+def stage_lr(cfg: DictConfig, task: str) -> float:
+    """The learning rate of the stage that trains ``task``: the method's (``models.methods.method_lr``)
+    times the task's ``sequence.lr_scale`` (1 when not listed)."""
+    from lora_vs_full.models.methods import method_lr
+
+    return method_lr(cfg.method, cfg.optim) * lr_scales(cfg).get(task, 1.0)
 
 
 def gate(cfg: DictConfig):
@@ -163,6 +205,9 @@ def identity(cfg: DictConfig) -> dict:
         "check_rows",
     ):  # where a Hub mirror is / how strictly rows are checked: not results
         out["sequence"].pop(key, None)
+    out["sequence"].pop("lr_scale", None)  # only the entries that act on this sequence define its results
+    if lr_scales(cfg):
+        out["sequence"]["lr_scale"] = lr_scales(cfg)
     if out["method"].get("name") == "full":  # LoRA's keys (rank, lr rule, ...) do not change a full FT run
         out["method"] = {k: v for k, v in out["method"].items() if k in FULL_METHOD_KEYS}
     return out

@@ -144,14 +144,14 @@ def train_stage(model, cfg: DictConfig, task: str, tokenizer, data, *, stage: in
 
     The fine-tune's own eval (on the task's capped eval set, with the trained head) and its loss curve
     go to ``stage_dir/metrics.jsonl``."""
-    from lora_vs_full.models.methods import apply_method, method_lr
+    from lora_vs_full.models.methods import apply_method
     from lora_vs_full.training.loop import train
 
     torch.manual_seed(cfg.seed + stage)  # LoRA's A init
     model = apply_method(model, cfg.method, family=family)
     stage_dir.mkdir(parents=True, exist_ok=True)
     result = train(model, tokenizer, data.train(task), data.eval(task), cfg.optim, seed=cfg.seed + stage,
-                   lr=method_lr(cfg.method, cfg.optim), device=device, max_length=data.max_length(task),
+                   lr=ccfg.stage_lr(cfg, task), device=device, max_length=data.max_length(task),
                    run_dir=stage_dir, log=log, progress=progress)  # fmt: skip
     if cfg.method.name == "lora":
         model = model.merge_and_unload()  # W <- W + s B A; the head leaves modules_to_save
@@ -285,7 +285,6 @@ def run_continual(cfg: DictConfig, *, log=print, progress: bool = True) -> Path:
     """
     from lora_vs_full.data import get_task
     from lora_vs_full.models.build import load_tokenizer
-    from lora_vs_full.models.methods import method_lr
     from lora_vs_full.models.targets import family as model_family
     from lora_vs_full.spectral import SVDCache
 
@@ -320,7 +319,6 @@ def run_continual(cfg: DictConfig, *, log=print, progress: bool = True) -> Path:
     atomic_write_json(run_dir / "data.json", {"lengths": data.lengths, "records": data.records})
     gate = ccfg.gate(cfg)
     n_eval = {t: len(data.eval(t)) for t in tasks}
-    lr = method_lr(cfg.method, cfg.optim)  # recorded per stage (train_stage derives the same value)
     pkey = pretrained_key(cfg)
 
     for stage in range(start, n_stages):
@@ -348,7 +346,8 @@ def run_continual(cfg: DictConfig, *, log=print, progress: bool = True) -> Path:
         stage_dir = run_dir / f"stage{stage}"
         atomic_write_with(stage_dir / STATE_FILE, lambda p, t=tensors: save_file(t, str(p)))
         atomic_write_json(stage_dir / DONE_FILE, {
-            "stage": stage, "trained_task": trained, "train_result": _jsonable(result), "lr": lr if trained else None,
+            "stage": stage, "trained_task": trained, "train_result": _jsonable(result),
+            "lr": ccfg.stage_lr(cfg, trained) if trained else None,
             "probe_accuracy": acc, "n_eval": n_eval, "max_length": {t: data.max_length(t) for t in tasks},
             "intruders": grid.to_dict("records"),
             **({"pretrained_key": pkey, "probe_from": shared and shared[1]} if trained is None else {}),
