@@ -441,6 +441,13 @@ def test_stage_replay_as_run_reproduces_the_stored_stage(resumed, tmp_path):
     assert len(table) == 1 and table.trained_task[0] == TASKS[1] and table.overrides[0] == "(as run)"
     assert table.eval_accuracy[0] == pytest.approx(stored["eval_accuracy"], abs=1e-4)
     assert table.eval_loss[0] == pytest.approx(stored["eval_loss"], abs=1e-3)
+    probes = [
+        json.loads((run_dir / f"stage{i}" / "stage.json").read_text())["probe_accuracy"] for i in (1, 2)
+    ]
+    assert table.probe_pre[0] == pytest.approx(
+        probes[0][TASKS[1]], abs=1e-4
+    )  # the gate, as the run judged it
+    assert table.probe_post[0] == pytest.approx(probes[1][TASKS[1]], abs=1e-4)
     fig8_replay.main(
         [str(run_dir), "2", "optim.grad_clip=0.1", "--out", str(out), "--work", str(tmp_path / "w")]
     )

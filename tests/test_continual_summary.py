@@ -123,6 +123,33 @@ def test_task_no_run_learns_is_not_learnable_and_does_not_disqualify_runs():
     assert "Not learnable at this budget" in headline(summary)
 
 
+def test_one_noisy_pass_does_not_make_a_chance_task_learnable_but_a_methods_mean_does():
+    """Task c at chance everywhere except one run's noisy +0.06 (mean gain of that method 0.02 < 0.05):
+    not learnable, so it disqualifies nobody. Task b learned on average by full FT only (+0.30 in every
+    seed) while LoRA r=1 stays at +0.01: learnable, and every r=1 run is ineligible for it."""
+    from lora_vs_full.continual.summary import learnable_tasks
+
+    def curve(c_end, b_gain):
+        s = [dict(x) for x in LEARNS]
+        s[2]["b"] = s[3]["b"] = 0.50 + b_gain
+        s[3]["c"] = c_end
+        return s
+
+    rows = []
+    for seed in (0, 1, 2):
+        rows += _run("full", None, seed, curve(0.50, 0.30))
+        rows += _run("lora", 1, seed, curve(0.56 if seed == 2 else 0.50, 0.01))
+    gates = stage_gate(_table(rows))
+    noisy = gates[(gates["run"] == "lora1-seed2") & (gates["trained_task"] == "c")]
+    assert noisy["learned"].iloc[0]  # the single noisy pass
+    assert learnable_tasks(gates) == {"a": True, "b": True, "c": False}
+    elig = eligibility(gates).set_index("run")["eligible"].to_dict()
+    assert elig == {
+        **{f"full-seed{s}": True for s in (0, 1, 2)},
+        **{f"lora1-seed{s}": False for s in (0, 1, 2)},
+    }
+
+
 def test_verdict_supports_when_low_rank_forgets_more_than_full_and_high_rank():
     rows = []
     for seed, jitter in zip((0, 1, 2), (0.0, 0.01, -0.01), strict=True):

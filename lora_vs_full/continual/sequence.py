@@ -359,8 +359,9 @@ def run_continual(cfg: DictConfig, *, log=print, progress: bool = True) -> Path:
         if trained is not None:  # the learned-stage gate, as the summary will judge it (continual.summary)
             pre = read_json(run_dir / f"stage{stage - 1}" / DONE_FILE)["probe_accuracy"][trained]
             gain, margin = acc[trained] - pre, gate.margin(pre, n_eval[trained])
+            learned = gate.learned(pre, acc[trained], n_eval[trained])
             log(f"stage {stage}: {trained} probe {pre:.3f} -> {acc[trained]:.3f} (gain {gain:+.3f}, margin "
-                f"{margin:.3f}): {'learned' if gain >= margin - 1e-12 else 'NOT LEARNED'}")  # fmt: skip
+                f"{margin:.3f}): {'learned' if learned else 'NOT LEARNED'}")  # fmt: skip
         write_run_tables(run_dir, cfg)
         collect_tables(Path(cfg.out))
         del model

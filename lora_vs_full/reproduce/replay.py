@@ -12,7 +12,9 @@ instead of a whole sequence. Each replay appends (or replaces) one row of ``--ou
 Columns: the runs directory (``source``, e.g. fig8-offline), the run, stage and trained task, the
 overrides, the fine-tune's own eval accuracy and loss on the task (the stage's trained head), and the
 collapse measure of lora_vs_full/continual/diagnostics.py (mean pairwise cosine of what the classifier
-receives on 128 SST-2 eval rows, as in collapse.csv; the pretrained MiniLM: ~0.7, a collapsed body > 0.99).
+receives on 128 SST-2 eval rows, as in collapse.csv; the pretrained MiniLM: ~0.7, a collapsed body > 0.99),
+and the stage's learned-stage gate as the run judges it: the task's probe before (stored by the previous
+stage) and after the replayed stage, the gain, the margin and ``learned``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pandas as pd
 import torch
 
 from lora_vs_full import layout, provenance
-from lora_vs_full.storage import atomic_write_json, atomic_write_text
+from lora_vs_full.storage import atomic_write_json, atomic_write_text, read_json
 
 KEY = ["source", "run", "stage", "overrides"]
 
@@ -36,6 +38,7 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
     """Retrain ``stage`` of ``run_dir`` from the body its previous stage stored, with ``overrides``."""
     from omegaconf import OmegaConf
 
+    from lora_vs_full.continual import config as ccfg
     from lora_vs_full.continual import sequence as seq
     from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE, body_cosine, collapse_task
     from lora_vs_full.data import get_task
@@ -57,7 +60,11 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
     tok, data = load_tokenizer(cfg.model), seq.TaskData(cfg)
     data.measure_lengths(tok, tasks)
     labels, head_seed = get_task(task).num_labels, seq.task_seed(cfg.seed, task)
-    original = seq.body_state(seq.build_stage_model(cfg, labels, head_seed, {}, "cpu"))
+    pretrained = seq.build_stage_model(cfg, labels, head_seed, {}, "cpu")
+    original = seq.body_state(pretrained)
+    head = {
+        task: (pretrained.classifier, {k: v.clone() for k, v in pretrained.classifier.state_dict().items()})
+    }
     changed = seq.stored_body(run_dir / f"stage{stage - 1}") if stage > 1 else {}
     model = seq.build_stage_model(cfg, labels, head_seed, {**original, **changed}, "cpu")
     t0 = time.time()
@@ -66,6 +73,10 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a replay's training log starts afresh
     model, result = seq.train_stage(model, cfg, task, tok, data, stage=stage, family=model_family(model.config.model_type),
                                 device="cpu", stage_dir=out, log=lambda _s: None, progress=False)  # fmt: skip
+    model.eval()  # the stage's gate, as the run judges it: the task's probe after vs the stored one before
+    post = seq.probe_all(model, [task], head, tok, data, cfg, device="cpu")[task]
+    pre = read_json(run_dir / f"stage{stage - 1}" / seq.DONE_FILE)["probe_accuracy"][task]
+    gate, n = ccfg.gate(cfg), len(data.eval(task))
     probe_task = collapse_task(tasks)  # the collapse measure's rows, as in collapse.csv
     rows = data.eval(probe_task)
     cosine = body_cosine(
@@ -75,6 +86,8 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
             "overrides": " ".join(overrides) or "(as run)",
             "eval_accuracy": round(result["eval_accuracy"], 4), "eval_loss": round(result["eval_loss"], 4),
             "mean_pairwise_cosine": round(cosine, 4), "collapsed": cosine > COLLAPSE_COSINE,
+            "probe_pre": round(pre, 4), "probe_post": round(post, 4), "gain": round(post - pre, 4),
+            "margin": round(gate.margin(pre, n), 4), "learned": gate.learned(pre, post, n),
             "seconds": round(time.time() - t0, 1)}  # fmt: skip
 
 
