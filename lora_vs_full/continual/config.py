@@ -31,11 +31,10 @@ class SequenceConfig:
     # Per-task max length = the longest tokenised input among the rows used, capped by optim.max_length
     # (so no SIQA answer / WinoGrande option is cut); false = optim.max_length for every task.
     auto_max_length: bool = True
-    # Per-task multiplier of the method's learning rate (a task not listed: 1). Keys name tasks; entries
-    # for tasks outside `tasks` are ignored (one preset serves the synthetic and the real sequence).
-    lr_scale: Any = (
-        None  # {task: multiplier}; Any, not a typed dict, so `sequence.lr_scale={siqa: 0.5}` composes
-    )
+    # {task: multiplier of the method's learning rate} (a task not listed: 1). Entries for tasks outside
+    # `tasks` are ignored (one preset serves the synthetic and the real sequence). Typed Any, not a dict,
+    # so that `sequence.lr_scale={siqa: 0.5}` composes over the default None.
+    lr_scale: Any = None
 
 
 @dataclass
