@@ -401,9 +401,8 @@ def test_per_task_lr_scale_sets_each_stages_rate_and_is_validated(resumed):
     lrs = [json.loads((run_dir / f"stage{i}" / "stage.json").read_text())["lr"] for i in (1, 2, 3)]
     assert lrs == pytest.approx([base, base / 2, base])
     assert identity(cfg)["sequence"]["lr_scale"] == {"synth_nli": 0.5}
-    plain = compose_continual(
-        ["experiment=continual_offline"]
-    )  # its siqa/winogrande entries: not in this sequence
+    # the offline preset lists siqa and winogrande, which are not in its (synthetic) sequence
+    plain = compose_continual(["experiment=continual_offline"])
     assert "lr_scale" not in identity(plain)["sequence"] and lr_scales(plain) == {}
     for bad, match in (("sequence.lr_scale={synth_nli: 0}", "must be a number > 0"),
                        ("sequence.lr_scale={no_such_task: 0.5}", "no_such_task")):  # fmt: skip
@@ -441,13 +440,11 @@ def test_stage_replay_as_run_reproduces_the_stored_stage(resumed, tmp_path):
     assert len(table) == 1 and table.trained_task[0] == TASKS[1] and table.overrides[0] == "(as run)"
     assert table.eval_accuracy[0] == pytest.approx(stored["eval_accuracy"], abs=1e-4)
     assert table.eval_loss[0] == pytest.approx(stored["eval_loss"], abs=1e-3)
-    probes = [
-        json.loads((run_dir / f"stage{i}" / "stage.json").read_text())["probe_accuracy"] for i in (1, 2)
-    ]
-    assert table.probe_pre[0] == pytest.approx(
-        probes[0][TASKS[1]], abs=1e-4
-    )  # the gate, as the run judged it
-    assert table.probe_post[0] == pytest.approx(probes[1][TASKS[1]], abs=1e-4)
+    # the gate, as the run judged it: the stored probes before and after the stage
+    pre, post = (json.loads((run_dir / f"stage{i}" / "stage.json").read_text())["probe_accuracy"][TASKS[1]]
+                 for i in (1, 2))  # fmt: skip
+    assert table.probe_pre[0] == pytest.approx(pre, abs=1e-4)
+    assert table.probe_post[0] == pytest.approx(post, abs=1e-4)
     fig8_replay.main(
         [str(run_dir), "2", "optim.grad_clip=0.1", "--out", str(out), "--work", str(tmp_path / "w")]
     )
