@@ -13,8 +13,9 @@ Columns: the runs directory (``source``, e.g. fig8-offline), the run, stage and 
 overrides, the fine-tune's own eval accuracy and loss on the task (the stage's trained head), and the
 collapse measure of lora_vs_full/continual/diagnostics.py (mean pairwise cosine of what the classifier
 receives on 128 SST-2 eval rows, as in collapse.csv; the pretrained MiniLM: ~0.7, a collapsed body > 0.99),
-and the stage's learned-stage gate as the run judges it: the task's probe before (stored by the previous
-stage) and after the replayed stage, the gain, the margin and ``learned``.
+and the stage's learned-stage gate as the run judges it: the task's probe of the previous stage's body and
+of the replayed stage's, both under the replay's config (so ``probe.*`` overrides act on both sides; with
+none, ``probe_pre`` is the stored probe), the gain, the margin and ``learned``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pandas as pd
 import torch
 
 from lora_vs_full import layout, provenance
-from lora_vs_full.storage import atomic_write_json, atomic_write_text, read_json
+from lora_vs_full.storage import atomic_write_json, atomic_write_text
 
 KEY = ["source", "run", "stage", "overrides"]
 
@@ -68,6 +69,9 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
     changed = seq.stored_body(run_dir / f"stage{stage - 1}") if stage > 1 else {}
     model = seq.build_stage_model(cfg, labels, head_seed, {**original, **changed}, "cpu")
     t0 = time.time()
+    # the gate's "before": the previous body probed under THIS config (equal to the stored probe unless the
+    # overrides change the probe or its rows), so a probe override is judged on both sides alike
+    pre = seq.probe_all(model.eval(), [task], head, tok, data, cfg, device="cpu")[task]
     tag = "_".join(overrides).replace("/", "-") or "as-run"
     out = work / run_dir.resolve().parent.name / f"{run_dir.name}-stage{stage}-{tag}"
     shutil.rmtree(out, ignore_errors=True)  # a replay's training log starts afresh
@@ -75,7 +79,6 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
                                 device="cpu", stage_dir=out, log=lambda _s: None, progress=False)  # fmt: skip
     model.eval()  # the stage's gate, as the run judges it: the task's probe after vs the stored one before
     post = seq.probe_all(model, [task], head, tok, data, cfg, device="cpu")[task]
-    pre = read_json(run_dir / f"stage{stage - 1}" / seq.DONE_FILE)["probe_accuracy"][task]
     gate, n = ccfg.gate(cfg), len(data.eval(task))
     probe_task = collapse_task(tasks)  # the collapse measure's rows, as in collapse.csv
     rows = data.eval(probe_task)
