@@ -205,8 +205,8 @@ def identity(cfg: DictConfig) -> dict:
     ):  # where a Hub mirror is / how strictly rows are checked: not results
         out["sequence"].pop(key, None)
     out["sequence"].pop("lr_scale", None)  # only the entries that act on this sequence define its results
-    if lr_scales(cfg):
-        out["sequence"]["lr_scale"] = lr_scales(cfg)
+    if scales := lr_scales(cfg):
+        out["sequence"]["lr_scale"] = scales
     if out["method"].get("name") == "full":  # LoRA's keys (rank, lr rule, ...) do not change a full FT run
         out["method"] = {k: v for k, v in out["method"].items() if k in FULL_METHOD_KEYS}
     return out

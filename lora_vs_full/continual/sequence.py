@@ -108,6 +108,11 @@ def head_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if is_head_param(k)}
 
 
+def probe_head(model) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """A task's probe head: the model's classifier (its structure) and a copy of its initial state."""
+    return model.classifier, {k: v.clone() for k, v in model.classifier.state_dict().items()}
+
+
 def stored_body(stage_dir: Path) -> dict[str, torch.Tensor]:
     """The body tensors a finished stage stored (those that differ from the pretrained ones; no head)."""
     state = load_file(stage_dir / STATE_FILE)
@@ -304,7 +309,7 @@ def run_continual(cfg: DictConfig, *, log=print, progress: bool = True) -> Path:
     heads, original, family = {}, None, None
     for task in tasks:  # one fresh head per task, seeded by the task name: same init at every stage
         m = build_stage_model(cfg, get_task(task).num_labels, task_seed(cfg.seed, task), {}, "cpu")
-        heads[task] = (m.classifier, {k: v.clone() for k, v in m.classifier.state_dict().items()})
+        heads[task] = probe_head(m)
         if original is None:
             original, family = body_state(m), model_family(m.config.model_type)
         del m

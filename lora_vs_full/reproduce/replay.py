@@ -63,9 +63,7 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
     labels, head_seed = get_task(task).num_labels, seq.task_seed(cfg.seed, task)
     pretrained = seq.build_stage_model(cfg, labels, head_seed, {}, "cpu")
     original = seq.body_state(pretrained)
-    head = {
-        task: (pretrained.classifier, {k: v.clone() for k, v in pretrained.classifier.state_dict().items()})
-    }
+    head = {task: seq.probe_head(pretrained)}
     changed = seq.stored_body(run_dir / f"stage{stage - 1}") if stage > 1 else {}
     model = seq.build_stage_model(cfg, labels, head_seed, {**original, **changed}, "cpu")
     t0 = time.time()
@@ -77,8 +75,7 @@ def replay(run_dir: Path, stage: int, overrides: list[str], work: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a replay's training log starts afresh
     model, result = seq.train_stage(model, cfg, task, tok, data, stage=stage, family=model_family(model.config.model_type),
                                 device="cpu", stage_dir=out, log=lambda _s: None, progress=False)  # fmt: skip
-    model.eval()  # the stage's gate, as the run judges it: the task's probe after vs the stored one before
-    post = seq.probe_all(model, [task], head, tok, data, cfg, device="cpu")[task]
+    post = seq.probe_all(model.eval(), [task], head, tok, data, cfg, device="cpu")[task]  # the gate's "after"
     gate, n = ccfg.gate(cfg), len(data.eval(task))
     probe_task = collapse_task(tasks)  # the collapse measure's rows, as in collapse.csv
     rows = data.eval(probe_task)
