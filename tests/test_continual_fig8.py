@@ -121,3 +121,10 @@ def test_timing_summary_known_answer():
     t = timing_summary(times)
     assert t["elapsed_minutes"] == 15.0 and t["elapsed_minutes_through_seed"] == {"0": 7.0, "1": 15.0}
     assert t["compute_minutes"] == round(1190 / 60, 1) and t["runs"] == 3
+    # seed 2 added by a later invocation, an hour after: its 10 minutes count, the idle hour does not
+    later = pd.concat([times, pd.DataFrame({"run": ["full-seed2"], "seed": [2], "stages": [7],
+                                            "start_utc": ["2026-01-01T11:15:00+00:00"],
+                                            "end_utc": ["2026-01-01T11:25:00+00:00"], "stage_seconds": [590.0]})])  # fmt: skip
+    t = timing_summary(later)
+    assert t["batches"] == 2 and t["elapsed_minutes"] == 25.0
+    assert t["elapsed_minutes_through_seed"] == {"0": 7.0, "1": 15.0, "2": 25.0}

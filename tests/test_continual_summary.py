@@ -221,3 +221,45 @@ def test_mean_pairwise_cosine_known_answers():
     # three unit vectors 120 degrees apart: every pair has cosine -1/2
     x = torch.tensor([[1.0, 0.0], [-0.5, 3**0.5 / 2], [-0.5, -(3**0.5) / 2]])
     assert mean_pairwise_cosine(x) == pytest.approx(-0.5)
+
+
+def test_a_late_unlearned_stage_leaves_earlier_stages_comparable_and_the_headline_says_where():
+    """r=1 fails the LAST stage (c) in seeds 0 and 1: no end comparison (1 shared eligible seed), but at
+    stage 2 every run learned everything so far, so stage 2 is compared over 3 seeds and named in the
+    headline. r=1 forgets a (0.9 -> 0.5) where full FT keeps it (0.9 -> 0.85): +0.35 per seed, an interval
+    clear of 0 -> supports at stage 2."""
+    from lora_vs_full.continual.summary import stage_comparisons_table, stage_forgetting
+
+    def curve(a_at_2, c_end, jitter):
+        s = [dict(x) for x in LEARNS]
+        s[2]["a"] = a_at_2 + jitter
+        s[3]["c"] = c_end
+        return s
+
+    rows = []
+    for seed, jitter in zip((0, 1, 2), (0.0, 0.01, -0.01), strict=True):
+        rows += _run("full", None, seed, curve(0.85, 0.85, jitter))
+        rows += _run("lora", 1, seed, curve(0.50, 0.52 if seed < 2 else 0.85, jitter))
+    acc = _table(rows)
+    gates = stage_gate(acc)
+    sf = stage_forgetting(acc, gates).set_index(["run", "stage"])
+    # a: 0.90 - 0.50, the only earlier task
+    assert sf.loc[("lora1-seed0", 2), "forgetting"] == pytest.approx(0.40)
+    assert sf.loc[("lora1-seed0", 2), "eligible"] and not sf.loc[("lora1-seed0", 3), "eligible"]
+    assert sf.loc[("lora1-seed0", 3), "reason"].startswith("stage 3 (c) not learned")
+    assert sf.loc[("lora1-seed0", 3), "n_tasks"] == 2 and sf.loc[("lora1-seed0", 3), "last"]
+    intr = pd.DataFrame([{"run": "x", "method": "full", "rank": pd.NA, "seed": 0, "stage": 3, "trained_task": "c",
+                          "k": 10, "epsilon": 0.5, "n_intruders": 0}])  # fmt: skip
+    summary = summarize(acc, intr)
+    assert summary["verdict"] == "cannot decide" and "share 1 eligible seed" in summary["verdict_reason"]
+    by = {st["stage"]: st for st in summary["by_stage"]}
+    assert by[2]["comparisons"]["r1_minus_full"]["n"] == 3
+    assert by[2]["comparisons"]["r1_minus_full"]["mean"] == pytest.approx(0.35)
+    assert by[2]["verdict"] == "supports" and by[3]["verdict"] == "cannot decide"
+    assert summary["before_end"]["stage"] == 2
+    text = headline(summary)
+    assert "Before the end (the latest stage whose runs give an interval): stage 2 (b): SUPPORTS" in text
+    # at the end only seed 2 is eligible in both, and there both runs forget the same (a 0.60, b 0.75)
+    assert "stage 3 (c, 2 earlier task(s)): r1 - full +0.000 (1 seed, no interval) over 1 seed(s)" in text
+    table = stage_comparisons_table(summary)
+    assert table.set_index(["stage", "comparison"]).loc[(2, "r1 - full"), "n_seeds"] == 3

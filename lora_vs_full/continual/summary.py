@@ -27,6 +27,7 @@ recomputed from committed CSVs. Definitions (issue 11; docs/continual.md):
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,12 +123,15 @@ def learnable_tasks(gates: pd.DataFrame) -> dict[str, bool]:
     return out
 
 
-def eligibility(gates: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: ``eligible`` (every learnable stage learned) and the ``reason`` when not."""
+def eligibility(gates: pd.DataFrame, through: int | None = None) -> pd.DataFrame:
+    """One row per run: ``eligible`` (every learnable stage up to stage ``through`` learned; every stage
+    when None) and the ``reason`` when not."""
     learnable = learnable_tasks(gates)
     rows = []
     for run, g in gates.groupby("run", sort=True):
         bad = g[~g["learned"] & g["trained_task"].map(learnable)]
+        if through is not None:
+            bad = bad[bad["stage"] <= through]
         reason = "; ".join(f"stage {s} ({t}) not learned: gain {gain:+.3f} < margin {m:.3f}"
                            for s, t, gain, m in bad[["stage", "trained_task", "gain", "margin"]].itertuples(index=False))  # fmt: skip
         m = g.iloc[0]
@@ -167,31 +171,38 @@ def _diff_var(p1: float, p2: float, n: int) -> float:
     return (p1 * (1 - p1) + p2 * (1 - p2)) / n if n > 0 else float("nan")
 
 
-def end_forgetting(acc: pd.DataFrame, gates: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: mean forgetting of its earlier LEARNABLE tasks at the last stage, + eligibility."""
+def stage_forgetting(acc: pd.DataFrame, gates: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, stage t >= 2): mean forgetting of the run's earlier LEARNABLE tasks (trained
+    before t) at stage t, its eval-set 95 % interval, and ``eligible`` = every learnable stage up to t
+    learned (what happens after t cannot change what the run shows at t)."""
     learnable = learnable_tasks(gates)
     f = forgetting_table(acc)
+    f = f[(f["stage"] > f["trained_stage"]) & f["eval_task"].map(lambda t: learnable.get(t, False))]
     last = acc.groupby("run")["stage"].max()
-    elig = eligibility(gates).set_index("run")
     rows = []
-    for run, g in f.groupby("run", sort=True):
-        T = int(last[run])
-        sel = g[
-            (g["stage"] == T)
-            & (g["trained_stage"] < T)
-            & g["eval_task"].map(lambda t: learnable.get(t, False))
-        ]
-        m = g.iloc[0]
-        mean = float(sel["forgetting"].mean()) if len(sel) else np.nan
-        # 95 % eval-set interval of this one run's mean (the across-seed interval is in the summary)
-        half = 1.96 * float(np.sqrt(sel["eval_var"].sum())) / len(sel) if len(sel) else np.nan
-        rows.append({"run": run, "method": m["method"], "rank": m["rank"], "seed": m["seed"],
-                     "n_tasks": len(sel), "end_forgetting": mean, "eval_low": mean - half, "eval_high": mean + half,
-                     "eligible": bool(elig.loc[run, "eligible"]), "reason": elig.loc[run, "reason"]})  # fmt: skip
-    cols = [*RUN_KEYS, "n_tasks", "end_forgetting", "eval_low", "eval_high", "eligible", "reason"]
+    for t in sorted(f["stage"].unique()):
+        elig = eligibility(gates, through=int(t)).set_index("run")
+        for run, sel in f[f["stage"] == t].groupby("run", sort=True):
+            m = sel.iloc[0]
+            mean = float(sel["forgetting"].mean())
+            # 95 % eval-set interval of this one run's mean (the across-seed interval is in the summary)
+            half = 1.96 * float(np.sqrt(sel["eval_var"].sum())) / len(sel)
+            rows.append({"run": run, "method": m["method"], "rank": m["rank"], "seed": m["seed"], "stage": int(t),
+                         "last": int(t) == int(last[run]), "n_tasks": len(sel), "forgetting": mean,
+                         "eval_low": mean - half, "eval_high": mean + half,
+                         "eligible": bool(elig.loc[run, "eligible"]), "reason": elig.loc[run, "reason"]})  # fmt: skip
+    cols = [*RUN_KEYS, "stage", "last", "n_tasks", "forgetting", "eval_low", "eval_high", "eligible", "reason"]  # fmt: skip
     out = pd.DataFrame(rows, columns=cols)
     out["rank"] = out["rank"].astype("Int64")
-    return out
+    return out.sort_values(["run", "stage"]).reset_index(drop=True)
+
+
+def end_forgetting(acc: pd.DataFrame, gates: pd.DataFrame, sf: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per run: :func:`stage_forgetting` (``sf`` when already computed) at the run's last stage,
+    where eligible = every learnable stage learned."""
+    sf = stage_forgetting(acc, gates) if sf is None else sf
+    out = sf[sf["last"]].drop(columns=["stage", "last"]).rename(columns={"forgetting": "end_forgetting"})
+    return out.reset_index(drop=True)
 
 
 def accuracy_intervals(acc: pd.DataFrame) -> pd.DataFrame:
@@ -234,9 +245,9 @@ def _est(e: stats.Estimate) -> dict:
     return {"mean": f(e.mean), "low": f(e.low), "high": f(e.high), "n": int(e.n)}
 
 
-def _paired(ends: pd.DataFrame, a: str, b: str) -> stats.Estimate:
-    """Seed-paired difference of end forgetting, label a minus label b, over seeds eligible in both."""
-    e = ends[ends["eligible"]].set_index(["label", "seed"])["end_forgetting"]
+def _paired(ends: pd.DataFrame, a: str, b: str, col: str = "end_forgetting") -> stats.Estimate:
+    """Seed-paired difference of ``col``, label a minus label b, over seeds eligible in both."""
+    e = ends[ends["eligible"]].set_index(["label", "seed"])[col]
     sa, sb = e.get(a, pd.Series(dtype=float)), e.get(b, pd.Series(dtype=float))
     common = (
         sorted(set(sa.index) & set(sb.index))
@@ -244,6 +255,53 @@ def _paired(ends: pd.DataFrame, a: str, b: str) -> stats.Estimate:
         else []
     )
     return stats.t_interval([float(sa[s] - sb[s]) for s in common])
+
+
+def compare(ends: pd.DataFrame, labels: list[str], col: str = "end_forgetting") -> tuple[dict, str, str]:
+    """(comparisons, verdict, reason) of the paper's claim from one row per (label, seed) with ``col``
+    and ``eligible``: seed-paired t intervals of lowest rank - full, highest rank - full, lowest - highest."""
+    lora = [lab for lab in labels if lab != "full FT"]
+    if "full FT" not in labels or not lora:
+        return {}, "cannot decide", "needs full FT and at least one LoRA rank"
+    low, high = lora[0], lora[-1]
+    d_low = _paired(ends, low, "full FT", col)
+    comparisons = {f"{_KEY_OF_LABEL(low)}_minus_full": _est(d_low)}
+    d_lh = None
+    if high != low:
+        comparisons[f"{_KEY_OF_LABEL(high)}_minus_full"] = _est(_paired(ends, high, "full FT", col))
+        d_lh = _paired(ends, low, high, col)
+        comparisons[f"{_KEY_OF_LABEL(low)}_minus_{_KEY_OF_LABEL(high)}"] = _est(d_lh)
+    if d_low.n < 2:
+        return comparisons, "cannot decide", (
+            f"{low} and full FT share {d_low.n} eligible seed(s); an interval needs >= 2 "
+            "(a run with an unlearned stage cannot show forgetting of what it never learned)")  # fmt: skip
+    if d_low.distinguishable() and d_low.mean > 0:
+        if d_lh is not None and d_lh.n >= 2 and d_lh.distinguishable() and d_lh.mean > 0:
+            return comparisons, "supports", f"{low} forgets more than full FT and more than {high}"
+        if d_lh is None:
+            return comparisons, "supports", f"{low} forgets more than full FT (no higher rank was run)"
+        return comparisons, "supports", (f"{low} forgets more than full FT; whether {high} approaches full FT "
+                                         "cannot be decided from the intervals")  # fmt: skip
+    if d_low.distinguishable() and d_low.mean < 0:
+        return comparisons, "contradicts", f"{low} forgets LESS than full FT"
+    why = f"no measurable difference: the interval of {low} - full FT contains 0"
+    return comparisons, "cannot decide", why
+
+
+def by_stage(sf: pd.DataFrame, labels: list[str], trained: dict[int, str]) -> list[dict]:
+    """Per stage t >= 2 (:func:`stage_forgetting`, runs eligible through t): each method's mean forgetting
+    of its earlier learnable tasks with a t interval across eligible seeds, the comparisons and verdict."""
+    out = []
+    for t, g in sf.groupby("stage", sort=True):
+        comparisons, verdict, why = compare(g, labels, "forgetting")
+        methods = {}
+        for label in labels:
+            e = g[g["label"] == label]
+            methods[_KEY_OF_LABEL(label)] = {"eligible_runs": int(e["eligible"].sum()), "runs": int(len(e)),
+                                             "forgetting": _est(stats.t_interval(e.loc[e["eligible"], "forgetting"]))}  # fmt: skip
+        out.append({"stage": int(t), "trained_task": trained.get(int(t)), "n_tasks": int(g["n_tasks"].max()),
+                    "methods": methods, "comparisons": comparisons, "verdict": verdict, "verdict_reason": why})  # fmt: skip
+    return out
 
 
 def _learned_of(g: pd.DataFrame) -> str:
@@ -257,8 +315,9 @@ def summarize(acc: pd.DataFrame, intr: pd.DataFrame, gate: Gate = Gate(), *, k: 
     if gates.empty:
         raise UserError("no complete fine-tuning stage in the tables: run the sequence first")
     learnable = learnable_tasks(gates)
-    ends = end_forgetting(acc, gates)
-    ends["label"] = [method_label(m, r) for m, r in zip(ends["method"], ends["rank"], strict=True)]
+    sf = stage_forgetting(acc, gates)
+    sf["label"] = [method_label(m, r) for m, r in zip(sf["method"], sf["rank"], strict=True)]
+    ends = end_forgetting(acc, gates, sf)
     ips = intruders_per_stage(intr, k=k, epsilon=epsilon)
     labels = _label_order(acc)
     methods = {}
@@ -281,33 +340,13 @@ def summarize(acc: pd.DataFrame, intr: pd.DataFrame, gate: Gate = Gate(), *, k: 
             "intruders_per_stage": {int(s): _est(stats.Estimate(m, lo, hi, n)) for s, m, lo, hi, n in
                                     ip[["stage", "n_intruders", "low", "high", "n_seeds"]].itertuples(index=False)},
         }  # fmt: skip
-    lora = [lab for lab in labels if lab != "full FT"]
-    comparisons, verdict, why = {}, "cannot decide", ""
-    if "full FT" not in labels or not lora:
-        why = "needs full FT and at least one LoRA rank"
-    else:
-        low, high = lora[0], lora[-1]
-        d_low = _paired(ends, low, "full FT")
-        comparisons[f"{_KEY_OF_LABEL(low)}_minus_full"] = _est(d_low)
-        d_high = _paired(ends, high, "full FT") if high != low else None
-        if d_high is not None:
-            comparisons[f"{_KEY_OF_LABEL(high)}_minus_full"] = _est(d_high)
-            d_lh = _paired(ends, low, high)
-            comparisons[f"{_KEY_OF_LABEL(low)}_minus_{_KEY_OF_LABEL(high)}"] = _est(d_lh)
-        if d_low.n < 2:
-            why = (f"{low} and full FT share {d_low.n} eligible seed(s); an interval needs >= 2 "
-                   "(a run with an unlearned stage cannot show forgetting of what it never learned)")  # fmt: skip
-        elif d_low.distinguishable() and d_low.mean > 0:
-            if d_high is not None and d_lh.n >= 2 and d_lh.distinguishable() and d_lh.mean > 0:
-                verdict, why = "supports", f"{low} forgets more than full FT and more than {high}"
-            else:
-                verdict = "supports"
-                why = (f"{low} forgets more than full FT; whether {high} approaches full FT cannot be "
-                       "decided from the intervals")  # fmt: skip
-        elif d_low.distinguishable() and d_low.mean < 0:
-            verdict, why = "contradicts", f"{low} forgets LESS than full FT"
-        else:
-            why = f"the interval of {low} - full FT contains 0"
+    comparisons, verdict, why = compare(ends, labels)
+    trained = gates.groupby("stage")["trained_task"].first().to_dict()
+    stages = by_stage(sf, labels, trained)
+    # The latest stage before the end at which the lowest rank and full FT share >= 2 seeds eligible so far:
+    # what the runs show before the stage(s) that left the end undecided (a fixed rule, not the best stage).
+    first = next(iter(comparisons), None)  # lowest rank - full
+    earlier = [st for st in stages[:-1] if first and st["comparisons"].get(first, {"n": 0})["n"] >= 2]
     return {
         "gate": {"min_gain": gate.min_gain, "z": gate.z, "rule": gate.describe()},
         "learnable_tasks": learnable,
@@ -317,6 +356,8 @@ def summarize(acc: pd.DataFrame, intr: pd.DataFrame, gate: Gate = Gate(), *, k: 
         "comparisons": comparisons,
         "verdict": verdict,
         "verdict_reason": why,
+        "by_stage": stages,
+        "before_end": earlier[-1] if earlier else None,
         "intruders_at": {"k": k, "epsilon": epsilon},
         "claim": "v1 Fig. 8: low-rank LoRA forgets earlier tasks more than full FT; higher ranks approach full FT",
     }
@@ -367,7 +408,31 @@ def headline(summary: dict) -> str:
     lines.append(
         f"Paper claim ({summary['claim']}): {summary['verdict'].upper()} -- {summary['verdict_reason']}."
     )
+    if summary.get("by_stage"):
+        lines.append("By stage (mean forgetting of the earlier learnable tasks at that stage, over the runs that "
+                     "learned every learnable stage up to it; seed-paired):")  # fmt: skip
+        for st in summary["by_stage"]:
+            name, e = next(iter(st["comparisons"].items()), (None, None))
+            diff = f"{name.replace('_minus_', ' - ')} {_fmt(e)} over {e['n']} seed(s)" if name else "no comparison"  # fmt: skip
+            why = "" if st["verdict"] != "cannot decide" else f" ({re.split('[:;]', st['verdict_reason'])[0]})"  # fmt: skip
+            lines.append(f"  stage {st['stage']} ({st['trained_task']}, {st['n_tasks']} earlier task(s)): {diff} "
+                         f"-> {st['verdict']}{why}")  # fmt: skip
+    b = summary.get("before_end")
+    if summary["verdict"] == "cannot decide" and b:
+        lines.append(f"Before the end (the latest stage whose runs give an interval): stage {b['stage']} "
+                     f"({b['trained_task']}): {b['verdict'].upper()} -- {b['verdict_reason']}.")  # fmt: skip
     return "\n".join(lines)
+
+
+def stage_comparisons_table(summary: dict) -> pd.DataFrame:
+    """One row per (stage, comparison) of ``summary["by_stage"]``: the seed-paired difference with its
+    t interval, the seeds behind it, and the stage's verdict."""
+    rows = [{"stage": st["stage"], "trained_task": st["trained_task"], "n_tasks": st["n_tasks"],
+             "comparison": name.replace("_minus_", " - "), "mean": e["mean"], "low": e["low"], "high": e["high"],
+             "n_seeds": e["n"], "verdict": st["verdict"]}
+            for st in summary.get("by_stage", []) for name, e in st["comparisons"].items()]  # fmt: skip
+    cols = ["stage", "trained_task", "n_tasks", "comparison", "mean", "low", "high", "n_seeds", "verdict"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def headline_table(summary: dict) -> pd.DataFrame:

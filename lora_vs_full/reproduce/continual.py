@@ -195,9 +195,12 @@ def write_tables(
     paths += write_table(S.accuracy_intervals(acc), dest / "accuracy")
     paths += write_table(gates.merge(elig[["run", "eligible"]], on="run").round(4), dest / "stages")
     paths += write_table(S.forgetting_table(acc), dest / "forgetting")
-    paths += write_table(S.end_forgetting(acc, gates), dest / "end_forgetting")
+    sf = S.stage_forgetting(acc, gates)
+    paths += write_table(S.end_forgetting(acc, gates, sf), dest / "end_forgetting")
+    paths += write_table(sf, dest / "stage_forgetting")
     paths += write_table(S.intruders_per_stage(intr, k=k, epsilon=epsilon), dest / "intruders")
     paths += write_table(S.headline_table(summary).round(4), dest / "headline")
+    paths += write_table(S.stage_comparisons_table(summary), dest / "stage_comparisons")
     summary["incomplete_runs"] = incomplete
     summary["headline"] = S.headline(summary) + (
         f"\nIncomplete runs, not summarised: {', '.join(incomplete)}." if incomplete else ""
@@ -318,22 +321,44 @@ def timing_table(run_dirs: list[Path]) -> pd.DataFrame:
     )
 
 
+IDLE_GAP_MINUTES = 5  # a run that starts this long after every earlier run ended began a new invocation
+
+
 def timing_summary(times: pd.DataFrame) -> dict:
     """Elapsed minutes of the whole reproduction and of each prefix of its seeds (seed-major order: the
-    time a ``seeds=[...]`` override of the first seeds took), and the summed stage time."""
-    start = pd.to_datetime(times["start_utc"]).min()
-    end = pd.to_datetime(times["end_utc"])
+    time a ``seeds=[...]`` override of the first seeds took), and the summed stage time.
+
+    Runs made by separate invocations (e.g. ``seeds=[3,4]`` added later: a start more than
+    IDLE_GAP_MINUTES after every earlier run ended) are separate batches; elapsed time is summed over
+    batches, so the idle time between invocations is not counted."""
+    t = times.assign(_start=pd.to_datetime(times["start_utc"]), _end=pd.to_datetime(times["end_utc"]))
+    t = t.sort_values("_start").reset_index(drop=True)
+    batch, ends_so_far = [], None
+    for start, end in zip(t["_start"], t["_end"], strict=True):
+        new = ends_so_far is None or (start - ends_so_far).total_seconds() > 60 * IDLE_GAP_MINUTES
+        batch.append((batch[-1] + 1 if batch else 0) if new else batch[-1])
+        ends_so_far = end if ends_so_far is None else max(ends_so_far, end)
+    t["_batch"] = batch
 
     def minutes(mask) -> float:
-        return round((end[mask].max() - start).total_seconds() / 60, 1)
+        total = 0.0
+        for _, g in t.groupby("_batch"):
+            sel = g[mask[g.index]]
+            if len(sel):  # seed-major order: this batch's first start to its last selected run's end
+                total += (sel["_end"].max() - g["_start"].min()).total_seconds()
+        return round(total / 60, 1)
 
-    seeds = sorted(times["seed"].unique())
+    seeds = sorted(t["seed"].unique())
     return {
-        "elapsed_minutes": minutes(end.notna()),
-        "elapsed_minutes_through_seed": {str(s): minutes(times["seed"] <= s) for s in seeds},
-        "compute_minutes": round(float(times["stage_seconds"].sum()) / 60, 1),
-        "runs": int(len(times)),
-        "clock": "first run's identity.json (written at its start) to the last stage.json's provenance time",
+        "elapsed_minutes": minutes(t["_end"].notna()),
+        "elapsed_minutes_through_seed": {str(s): minutes(t["seed"] <= s) for s in seeds},
+        "compute_minutes": round(float(t["stage_seconds"].sum()) / 60, 1),
+        "runs": int(len(t)),
+        "batches": int(t["_batch"].nunique()),
+        "clock": (
+            "first run's identity.json (written at its start) to the last stage.json's provenance time, summed "
+            f"over batches of runs (a gap over {IDLE_GAP_MINUTES} min between them is not counted)"
+        ),
     }
 
 
