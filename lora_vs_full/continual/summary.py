@@ -21,7 +21,11 @@ recomputed from committed CSVs. Definitions (issue 11; docs/continual.md):
 - **Verdict** on the paper's v1 Fig. 8 claim ("low-rank LoRA forgets earlier tasks more than full FT;
   higher ranks approach full FT"), from seed-paired differences of end forgetting with t intervals:
   *supports* when (lowest rank - full) > 0 and (lowest rank - highest rank) > 0 are both
-  distinguishable; *contradicts* when (lowest rank - full) < 0 is; otherwise *cannot decide*.
+  distinguishable; *contradicts* when (lowest rank - full) < 0 is; otherwise *cannot decide* (no
+  measurable difference, or too few eligible seeds).
+- **By stage**: the same comparison at every stage t >= 2, over the runs that learned every learnable
+  stage up to t (what a run does later cannot change what it shows at t). When the end is undecided the
+  headline also gives *before the end*: the latest earlier stage with >= 2 seed pairs (a fixed rule).
 """
 
 from __future__ import annotations
