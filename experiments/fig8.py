@@ -8,8 +8,10 @@ Draws the tables ``lvf-reproduce fig8`` wrote (lora_vs_full/reproduce/continual.
   there is one seed), the pretrained baseline dotted, the stage that trained the task shaded. A stage
   that did NOT pass the learned-stage gate is marked with a red cross on its own panel (``k/n`` = seeds
   that failed it);
-- a last panel: intruder dimensions (k = 10, epsilon = 0.5, summed over matrices, against the ORIGINAL
-  pretrained weights) against stage, with the same error bars.
+- a panel of intruder dimensions (k = 10, epsilon = 0.5, summed over matrices, against the ORIGINAL
+  pretrained weights) against stage, with the same error bars;
+- a last panel: mean forgetting of the earlier learnable tasks against stage, over the runs that learned
+  every learnable stage up to it (stage_forgetting.csv; the comparison of summary.json's ``by_stage``).
 
     python experiments/fig8.py --preset offline        # -> results/figures/fig8-offline[-synthetic]/fig8.{png,pdf,csv}
     python experiments/fig8.py --tables <dir> --out <dir>
@@ -37,7 +39,9 @@ FILES = {
                  "seed_high", "n_seeds", "binom_low", "binom_high"),
     "stages": ("method", "rank", "seed", "stage", "trained_task", "learned"),
     "intruders": ("method", "rank", "label", "stage", "k", "epsilon", "n_intruders", "low", "high", "n_seeds"),
+    "stage_forgetting": ("method", "rank", "seed", "stage", "forgetting", "eligible"),
 }  # fmt: skip
+FORGETTING_PANEL = "forgetting of earlier tasks (runs learned so far)"
 
 
 def read_tables(tables: str | Path) -> dict[str, pd.DataFrame]:
@@ -81,10 +85,31 @@ def fig8_table(tables: str | Path) -> pd.DataFrame:
     stages = t["accuracy"].dropna(subset=["trained_task"]).groupby("stage")["trained_task"].first()
     intr = intr.assign(metric="n_intruders", panel=f"intruders (k={k}, ε={eps:g})", value=intr["n_intruders"],
                        eval_task=pd.NA, unlearned=0, trained_task=intr["stage"].map(stages))  # fmt: skip
+    forg = _forgetting_by_stage(t["stage_forgetting"]).assign(trained_task=lambda d: d["stage"].map(stages))
     cols = ["panel", "metric", "method", "rank", "label", "stage", "trained_task", "eval_task", "value", "low",
             "high", "n_seeds", "unlearned", "n_runs"]  # fmt: skip
-    table = pd.concat([acc.reindex(columns=cols), intr.reindex(columns=cols)], ignore_index=True)
+    table = pd.concat([acc.reindex(columns=cols), intr.reindex(columns=cols), forg.reindex(columns=cols)],
+                      ignore_index=True)  # fmt: skip
     return table.sort_values(["metric", "panel", "method", "rank", "stage"]).reset_index(drop=True)
+
+
+def _forgetting_by_stage(sf: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, stage): mean forgetting of the earlier learnable tasks over the runs that learned every
+    learnable stage so far (``eligible`` in stage_forgetting.csv), with its 95 % t interval across them."""
+    from lora_vs_full.continual.summary import method_label
+    from lora_vs_full.stats import t_interval
+
+    rows = []
+    for (method, rank, stage), g in sf[sf["eligible"].astype(bool)].groupby(
+        ["method", "rank", "stage"], dropna=False
+    ):
+        e = t_interval(g["forgetting"])
+        rows.append({"method": method, "rank": rank, "label": method_label(method, rank), "stage": int(stage),
+                     "value": e.mean, "low": e.low, "high": e.high, "n_seeds": e.n, "n_runs": len(g)})  # fmt: skip
+    out = pd.DataFrame(
+        rows, columns=["method", "rank", "label", "stage", "value", "low", "high", "n_seeds", "n_runs"]
+    )
+    return out.assign(metric="forgetting", panel=FORGETTING_PANEL, eval_task=pd.NA, unlearned=0)
 
 
 def _stage_names(table: pd.DataFrame) -> dict[int, str]:
@@ -101,6 +126,8 @@ def plot_fig8(table: pd.DataFrame):
     acc = table[table["metric"] == "accuracy"]
     panels = [t for t in order if t in set(acc["panel"])] + sorted(set(acc["panel"]) - set(order))
     panels.append(table.loc[table["metric"] == "n_intruders", "panel"].iloc[0])
+    if (table["metric"] == "forgetting").any():
+        panels.append(FORGETTING_PANEL)
     ranks = table.loc[table["method"] != "full", "rank"].dropna()
     colors = figstyle.rank_colors(ranks) if len(ranks) else {}
     ticks = sorted(stages)
@@ -124,8 +151,9 @@ def plot_fig8(table: pd.DataFrame):
                 x = c["stage"] + offsets[label]
                 # bars clipped to what the metric can take (accuracy in [0, 1], counts >= 0): a t interval
                 # over two seeds (t = 12.7) would otherwise flatten the panel
-                top = 1.0 if c["metric"].iloc[0] == "accuracy" else np.inf
-                lo, hi = c["low"].clip(lower=0), c["high"].clip(upper=top)
+                metric = c["metric"].iloc[0]
+                top, bottom = {"accuracy": (1.0, 0.0), "forgetting": (1.0, -1.0)}.get(metric, (np.inf, 0.0))
+                lo, hi = c["low"].clip(lower=bottom), c["high"].clip(upper=top)
                 err = np.vstack([c["value"] - lo, hi - c["value"]])
                 err = np.where(np.isfinite(err), np.clip(err, 0, None), 0)
                 line = ax.errorbar(x, c["value"], yerr=err, color=color, marker="o", ms=3, lw=1.2, capsize=2,
@@ -145,6 +173,9 @@ def plot_fig8(table: pd.DataFrame):
                 (bl,) = ax.plot(ticks, [base] * len(ticks), color="0.45", ls=":", lw=1.2)
                 handles.setdefault("pretrained (probe)", bl)
                 ax.set_ylabel("probe accuracy")
+            elif sub["metric"].iloc[0] == "forgetting":
+                ax.axhline(0, color="0.45", ls=":", lw=1.2)
+                ax.set_ylabel("accuracy after own stage − now")
             else:
                 ax.set_ylim(bottom=0)
                 ax.set_ylabel("# intruder dimensions")
