@@ -2,12 +2,15 @@
 
 Two markers (HTML comments, invisible on GitHub)::
 
-    <!-- lvf:table results/tables/fig5-offline/headline.csv [cols=a,b,c] [fmt=.3g] -->
+    <!-- lvf:table results/tables/fig5-offline/headline.csv [cols=a,b,c] [fmt=.3g] [where=col:value] -->
     | generated markdown table |
     <!-- lvf:end -->
 
     <!-- lvf:value results/tables/fig9-offline/summary.json:r1.forgetting.mean [fmt=.3f] -->1.234<!-- lvf:end -->
 
+``fmt`` formats the float cells (integer cells stay integers; a float column that holds only whole numbers
+and blanks, e.g. LoRA rank beside full FT's blank, is shown as integers); ``where=col:value`` keeps the rows
+whose ``col`` reads ``value`` (e.g. ``where=learned:False``).
 ``python -m lora_vs_full.docs_numbers --write`` (``make docs``) regenerates every block from its file;
 ``--check`` (and tests/test_docs_numbers.py) fails when a doc disagrees with the file it cites, or cites a
 file that does not exist. Paths are relative to the repository root.
@@ -43,7 +46,7 @@ def fmt_value(v, spec: str | None = None) -> str:
         return "yes" if v else "no"
     if isinstance(v, float):
         return format(v, spec or ".4g")
-    if isinstance(v, int) and spec:
+    if isinstance(v, int) and spec and spec[-1] in "d,_":
         return format(v, spec)
     return str(v)
 
@@ -52,6 +55,15 @@ def render_table(path: Path, opts: dict[str, str]) -> str:
     import pandas as pd
 
     df = pd.read_csv(path)
+    for c in df.columns:  # whole numbers with blanks: pandas reads them as float; show them as integers
+        v = df[c].dropna()
+        if df[c].dtype.kind == "f" and df[c].isna().any() and len(v) and (v == v.round()).all():
+            df[c] = df[c].astype("Int64")
+    if "where" in opts:
+        col, _, value = opts["where"].partition(":")
+        if col not in df.columns:
+            raise KeyError(f"{path} has no column {col!r} (where={opts['where']}); it has {list(df.columns)}")
+        df = df[df[col].astype(str) == value]
     if "cols" in opts:
         missing = [c for c in opts["cols"].split(",") if c not in df.columns]
         if missing:
@@ -59,7 +71,7 @@ def render_table(path: Path, opts: dict[str, str]) -> str:
         df = df[opts["cols"].split(",")]
     spec = opts.get("fmt")
     rows = [
-        [fmt_value(v.item() if hasattr(v, "item") else v, spec) for v in rec]
+        [fmt_value(None if v is pd.NA else v.item() if hasattr(v, "item") else v, spec) for v in rec]
         for rec in df.itertuples(index=False)
     ]
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]

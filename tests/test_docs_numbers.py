@@ -44,3 +44,12 @@ def test_inline_value_and_missing_files_are_reported(tmp_path):
     assert any("differs" in p for p in docs_numbers.check(tmp_path))
     (tmp_path / "results/s.json").unlink()
     assert any("s.json" in p for p in docs_numbers.check(tmp_path))
+
+
+def test_table_where_filter_and_whole_numbers_stay_integers(tmp_path):
+    pd.DataFrame({"method": ["full", "lora", "lora"], "rank": [None, 1.0, 64.0], "seed": [0, 1, 2],
+                  "gain": [0.1, 0.02, -0.01], "learned": [True, False, False]}).to_csv(tmp_path / "t.csv", index=False)  # fmt: skip
+    text = docs_numbers.render_table(tmp_path / "t.csv", {"fmt": ".3f", "where": "learned:False"})
+    assert text.splitlines()[2:] == ["| lora | 1 | 1 | 0.020 | no |", "| lora | 64 | 2 | -0.010 | no |"]
+    full = docs_numbers.render_table(tmp_path / "t.csv", {"fmt": ".3f"})
+    assert "| full | – | 0 | 0.100 | yes |" in full
