@@ -427,6 +427,36 @@ def test_collapse_table_reads_every_stage_of_a_run(resumed):
     )
 
 
+def test_weight_change_is_the_relative_frobenius_distance_of_the_measured_matrices(resumed):
+    """weight_change.csv against numpy on the stored safetensors: q, k, v, o, fc1, fc2 of every layer."""
+    import re
+
+    import numpy as np
+    from safetensors.numpy import load_file as load_np
+
+    from lora_vs_full.continual.diagnostics import weight_change_table
+
+    cfg, run_dir = resumed["cfg"], resumed["run_dir"]
+    table = weight_change_table([run_dir])
+    assert list(table.stage) == [1, 2, 3]
+    model = sequence.build_stage_model(cfg, 2, sequence.task_seed(cfg.seed, "synth_sentiment"), {}, "cpu")
+    pattern = re.compile(r"layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|"
+                         r"intermediate\.dense|output\.dense)\.weight$")  # fmt: skip
+    w0 = {k: v.double().numpy() for k, v in model.state_dict().items() if pattern.search(k)}
+    assert table.matrices.iloc[0] == len(w0) == 6 * model.config.num_hidden_layers
+    norm0 = np.sqrt(sum((w**2).sum() for w in w0.values()))
+    prev = w0
+    for stage in (1, 2, 3):
+        stored = load_np(str(run_dir / f"stage{stage}" / "state.safetensors"))
+        now = {k: stored[k].astype(np.float64) if k in stored else w for k, w in w0.items()}
+        row = table[table.stage == stage].iloc[0]
+        dist = lambda a, b: np.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in w0)) / norm0  # noqa: E731
+        assert row.from_pretrained == pytest.approx(dist(now, w0), abs=2e-6)
+        assert row.stage_update == pytest.approx(dist(now, prev), abs=2e-6)
+        prev = now
+    assert table.from_pretrained.iloc[-1] > 0
+
+
 def test_stage_replay_as_run_reproduces_the_stored_stage(resumed, tmp_path):
     """lora_vs_full.reproduce.replay: retraining stage 2 from stage 1's stored body with no override gives the
     stage's own stored eval accuracy and loss (same rows, seed, head init); a rerun replaces its row."""

@@ -77,3 +77,39 @@ def collapse_table(run_dirs: list[Path], task: str, *, rows: int = 128) -> pd.Da
                         "trained_task": read_json(stage_json)["trained_task"], "task": task, "rows": len(ds),
                         "mean_pairwise_cosine": round(cos, 4), "collapsed": cos > COLLAPSE_COSINE})  # fmt: skip
     return pd.DataFrame(out)
+
+
+def weight_change_table(run_dirs: list[Path]) -> pd.DataFrame:
+    """Per (run, stage >= 1): how far the measured matrices (``spectral.preset``: q, k, v, o, fc1, fc2 of
+    every layer) moved, all matrices together in Frobenius norm relative to the ORIGINAL pretrained ones:
+    ``from_pretrained`` = ||W_t - W_0|| / ||W_0||, ``stage_update`` = ||W_t - W_{t-1}|| / ||W_0||."""
+    from omegaconf import OmegaConf
+
+    from lora_vs_full.continual.sequence import build_stage_model, stored_body, task_seed
+    from lora_vs_full.data import get_task
+    from lora_vs_full.models.targets import family as model_family
+    from lora_vs_full.models.targets import select_matrices
+
+    out = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        first = cfg.sequence.tasks[0]
+        base = build_stage_model(cfg, get_task(first).num_labels, task_seed(cfg.seed, first), {}, "cpu")
+        original = {k: v.detach().double() for k, v in base.state_dict().items()}
+        keys = list(
+            select_matrices(original, model_family(base.config.model_type), cfg.spectral.preset).values()
+        )
+        norm0 = float(torch.sqrt(sum((original[k] ** 2).sum() for k in keys)))
+        prev = original
+        for stage_json in sorted(run_dir.glob("stage*/stage.json"), key=lambda p: int(p.parent.name[5:])):
+            stage = int(stage_json.parent.name[5:])
+            if stage == 0:
+                continue
+            now = {**original, **{k: v.double() for k, v in stored_body(stage_json.parent).items()}}
+            dist = lambda a, b: float(torch.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in keys))) / norm0  # noqa: E731
+            out.append({"run": run_dir.name, "seed": int(cfg.seed), "stage": stage,
+                        "trained_task": read_json(stage_json)["trained_task"], "matrices": len(keys),
+                        "from_pretrained": round(dist(now, original), 6), "stage_update": round(dist(now, prev), 6)})  # fmt: skip
+            prev = now
+    return pd.DataFrame(out)

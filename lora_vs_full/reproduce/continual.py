@@ -256,13 +256,17 @@ def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
         for run, stage in summary["collapsed_runs"].items():
             log(f"collapsed body: {run} from stage {stage} (mean pairwise cosine of the classifier inputs "
                 f"> {COLLAPSE_COSINE}; collapse.csv)")  # fmt: skip
+    change = weight_change_of(run_dirs)
+    if len(change):
+        paths += _write_csv(change, dest / "weight_change")
+        summary["weight_change_end"] = weight_change_end(change)
     times = timing_table(run_dirs)
     if len(times):
         paths += _write_csv(times, dest / "timing")
         summary["timing"] = timing_summary(times)
         log(f"time: {summary['timing']['elapsed_minutes']:.1f} min from the first run's start to the last stage's "
             f"end ({summary['timing']['compute_minutes']:.1f} min of stage time over {len(times)} runs)")  # fmt: skip
-    if len(collapse) or len(times):
+    if len(collapse) or len(change) or len(times):
         atomic_write_json(dest / "summary.json", summary)  # with the collapse and timing entries
     paths.append(common.write_provenance(dest, preset=f"fig8_{cfg.preset}", data_dir=data_dir, runs=len(run_dirs),
                                          sequence=list(cfg.data_tasks if data_dir else cfg.tasks),
@@ -286,6 +290,36 @@ def collapse_of(run_dirs: list[Path], tasks: list[str]) -> pd.DataFrame:
     from lora_vs_full.continual.diagnostics import collapse_table, collapse_task
 
     return collapse_table(run_dirs, collapse_task(tasks))
+
+
+def weight_change_of(run_dirs: list[Path]) -> pd.DataFrame:
+    """Per (run, stage): relative Frobenius distance of the measured matrices from the pretrained ones and
+    from the previous stage (lora_vs_full/continual/diagnostics.py), with the run's method and rank."""
+    from lora_vs_full.continual.diagnostics import weight_change_table
+
+    change = weight_change_table(run_dirs)
+    if change.empty:
+        return change
+    ident = {Path(d).name: read_json(Path(d) / "identity.json") for d in run_dirs}
+    change.insert(1, "method", [ident[r]["method"]["name"] for r in change["run"]])
+    change.insert(2, "rank", pd.array([ident[r]["method"].get("rank") if ident[r]["method"]["name"] == "lora" else pd.NA
+                                       for r in change["run"]], dtype="Int64"))  # fmt: skip
+    return change
+
+
+def weight_change_end(change: pd.DataFrame) -> dict:
+    """Per method: relative distance from the pretrained matrices after the last stage, mean over seeds
+    with its 95 % t interval."""
+    from lora_vs_full import stats
+    from lora_vs_full.continual.summary import method_key
+
+    end = change[change["stage"] == change.groupby("run")["stage"].transform("max")]
+    out = {}
+    for (method, rank), g in end.groupby(["method", "rank"], dropna=False):
+        e = stats.t_interval(g["from_pretrained"])
+        out[method_key(method, rank)] = {"mean": round(e.mean, 4), "low": round(e.low, 4) if e.n > 1 else None,
+                                         "high": round(e.high, 4) if e.n > 1 else None, "n": int(e.n)}  # fmt: skip
+    return out
 
 
 def collapsed_runs(collapse: pd.DataFrame) -> dict[str, int]:
