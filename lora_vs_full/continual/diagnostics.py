@@ -79,6 +79,11 @@ def collapse_table(run_dirs: list[Path], task: str, *, rows: int = 128) -> pd.Da
     return pd.DataFrame(out)
 
 
+def _distance(a: dict, b: dict, keys: list[str]) -> float:
+    """Frobenius norm of a - b over the matrices ``keys`` taken together."""
+    return float(torch.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in keys)))
+
+
 def weight_change_table(run_dirs: list[Path]) -> pd.DataFrame:
     """Per (run, stage >= 1): how far the measured matrices (``spectral.preset``: q, k, v, o, fc1, fc2 of
     every layer) moved, all matrices together in Frobenius norm relative to the ORIGINAL pretrained ones:
@@ -100,16 +105,16 @@ def weight_change_table(run_dirs: list[Path]) -> pd.DataFrame:
         keys = list(
             select_matrices(original, model_family(base.config.model_type), cfg.spectral.preset).values()
         )
-        norm0 = float(torch.sqrt(sum((original[k] ** 2).sum() for k in keys)))
+        norm0 = _distance(original, dict.fromkeys(keys, 0.0), keys)
         prev = original
         for stage_json in sorted(run_dir.glob("stage*/stage.json"), key=lambda p: int(p.parent.name[5:])):
             stage = int(stage_json.parent.name[5:])
             if stage == 0:
                 continue
             now = {**original, **{k: v.double() for k, v in stored_body(stage_json.parent).items()}}
-            dist = lambda a, b: float(torch.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in keys))) / norm0  # noqa: E731
             out.append({"run": run_dir.name, "seed": int(cfg.seed), "stage": stage,
                         "trained_task": read_json(stage_json)["trained_task"], "matrices": len(keys),
-                        "from_pretrained": round(dist(now, original), 6), "stage_update": round(dist(now, prev), 6)})  # fmt: skip
+                        "from_pretrained": round(_distance(now, original, keys) / norm0, 6),
+                        "stage_update": round(_distance(now, prev, keys) / norm0, 6)})  # fmt: skip
             prev = now
     return pd.DataFrame(out)
