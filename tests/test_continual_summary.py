@@ -143,6 +143,13 @@ def test_one_noisy_pass_does_not_make_a_chance_task_learnable_but_a_methods_mean
     noisy = gates[(gates["run"] == "lora1-seed2") & (gates["trained_task"] == "c")]
     assert noisy["learned"].iloc[0]  # the single noisy pass
     assert learnable_tasks(gates) == {"a": True, "b": True, "c": False}
+    from lora_vs_full.continual.summary import gate_summary
+
+    gs = gate_summary(gates).set_index(["trained_task", "method"])
+    assert gs.loc[("c", "LoRA r=1"), "learned"] == "1/3" and not gs.loc[("c", "LoRA r=1"), "learnable"]
+    assert gs.loc[("c", "LoRA r=1"), "mean_gain"] == pytest.approx(0.02)  # (0 + 0 + 0.06) / 3
+    assert gs.loc[("b", "full FT"), "learned"] == "3/3" and gs.loc[("b", "LoRA r=1"), "learned"] == "0/3"
+    assert list(gs.index.get_level_values("method")[:2]) == ["full FT", "LoRA r=1"]
     elig = eligibility(gates).set_index("run")["eligible"].to_dict()
     assert elig == {
         **{f"full-seed{s}": True for s in (0, 1, 2)},

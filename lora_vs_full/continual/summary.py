@@ -127,6 +127,24 @@ def learnable_tasks(gates: pd.DataFrame) -> dict[str, bool]:
     return out
 
 
+def gate_summary(gates: pd.DataFrame) -> pd.DataFrame:
+    """Per (stage, method): the runs that learned the stage's task, their mean gain and margin -- the
+    numbers behind :func:`learnable_tasks` -- and whether the task counts as learnable."""
+    learnable = learnable_tasks(gates)
+    rows = []
+    for (stage, task, method, rank), g in gates.groupby(
+        ["stage", "trained_task", "method", "rank"], dropna=False
+    ):
+        rows.append({"stage": int(stage), "trained_task": task, "method": method_label(method, rank),
+                     "learned": _learned_of(g), "mean_gain": round(float(g["gain"].mean()), 4),
+                     "mean_margin": round(float(g["margin"].mean()), 4), "learnable": learnable[task]})  # fmt: skip
+    order = {lab: i for i, lab in enumerate(_label_order(gates))}
+    out = pd.DataFrame(rows)
+    return out.sort_values(
+        ["stage", "method"], key=lambda c: c.map(order) if c.name == "method" else c
+    ).reset_index(drop=True)
+
+
 def eligibility(gates: pd.DataFrame, through: int | None = None) -> pd.DataFrame:
     """One row per run: ``eligible`` (every learnable stage up to stage ``through`` learned; every stage
     when None) and the ``reason`` when not."""

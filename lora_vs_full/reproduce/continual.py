@@ -194,6 +194,7 @@ def write_tables(
     paths += write_table(per_run, dest / "accuracy_runs")
     paths += write_table(S.accuracy_intervals(acc), dest / "accuracy")
     paths += write_table(gates.merge(elig[["run", "eligible"]], on="run").round(4), dest / "stages")
+    paths += write_table(S.gate_summary(gates), dest / "gate_summary")
     paths += write_table(S.forgetting_table(acc), dest / "forgetting")
     sf = S.stage_forgetting(acc, gates)
     paths += write_table(S.end_forgetting(acc, gates, sf), dest / "end_forgetting")
