@@ -24,8 +24,8 @@ recomputed from committed CSVs. Definitions (issue 11; docs/continual.md):
   distinguishable; *contradicts* when (lowest rank - full) < 0 is; otherwise *cannot decide* (no
   measurable difference, or too few eligible seeds).
 - **By stage**: the same comparison at every stage t >= 2, over the runs that learned every learnable
-  stage up to t (what a run does later cannot change what it shows at t). When the end is undecided the
-  headline also gives *before the end*: the latest earlier stage with >= 2 seed pairs (a fixed rule).
+  stage up to t (what a run does later cannot change what it shows at t). When the end has < 2 seed pairs
+  the headline also gives *before the end*: the latest earlier stage with >= 2 seed pairs (a fixed rule).
 """
 
 from __future__ import annotations
@@ -366,7 +366,7 @@ def summarize(acc: pd.DataFrame, intr: pd.DataFrame, gate: Gate = Gate(), *, k: 
     trained = gates.groupby("stage")["trained_task"].first().to_dict()
     stages = by_stage(sf, labels, trained)
     # The latest stage before the end at which the lowest rank and full FT share >= 2 seeds eligible so far:
-    # what the runs show before the stage(s) that left the end undecided (a fixed rule, not the best stage).
+    # what the runs show when the end has too few eligible seeds (a fixed rule, not the best-looking stage).
     first = next(iter(comparisons), None)  # lowest rank - full
     earlier = [st for st in stages[:-1] if first and st["comparisons"].get(first, {"n": 0})["n"] >= 2]
     return {
@@ -440,7 +440,8 @@ def headline(summary: dict) -> str:
             lines.append(f"  stage {st['stage']} ({st['trained_task']}, {st['n_tasks']} earlier task(s)): {diff} "
                          f"-> {st['verdict']}{why}")  # fmt: skip
     b = summary.get("before_end")
-    if summary["verdict"] == "cannot decide" and b:
+    end_pairs = next(iter(summary["comparisons"].values()), {"n": 0})["n"]
+    if end_pairs < 2 and b:  # the end gives no interval: say what the latest stage with one shows
         lines.append(f"Before the end (the latest stage whose runs give an interval): stage {b['stage']} "
                      f"({b['trained_task']}): {b['verdict'].upper()} -- {b['verdict_reason']}.")  # fmt: skip
     return "\n".join(lines)
