@@ -174,6 +174,7 @@ def test_verdict_supports_when_low_rank_forgets_more_than_full_and_high_rank():
                           "k": 10, "epsilon": 0.5, "n_intruders": 0}])  # fmt: skip
     summary = summarize(acc, intr)
     assert summary["verdict"] == "supports", summary["verdict_reason"]
+    assert "Before the end" not in headline(summary)  # the end has its interval: no earlier stage is named
     assert summary["comparisons"]["r1_minus_full"]["mean"] == pytest.approx(
         0.15
     )  # (0.30 - 0.0) / 2 per task a
