@@ -99,6 +99,7 @@ def weight_change_table(run_dirs: list[Path]) -> pd.DataFrame:
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
         cfg = OmegaConf.load(run_dir / "config.yaml")
+        rank = int(cfg.method.rank) if cfg.method.name == "lora" else pd.NA
         first = cfg.sequence.tasks[0]
         base = build_stage_model(cfg, get_task(first).num_labels, task_seed(cfg.seed, first), {}, "cpu")
         original = {k: v.detach().double() for k, v in base.state_dict().items()}
@@ -112,9 +113,12 @@ def weight_change_table(run_dirs: list[Path]) -> pd.DataFrame:
             if stage == 0:
                 continue
             now = {**original, **{k: v.double() for k, v in stored_body(stage_json.parent).items()}}
-            out.append({"run": run_dir.name, "seed": int(cfg.seed), "stage": stage,
-                        "trained_task": read_json(stage_json)["trained_task"], "matrices": len(keys),
+            out.append({"run": run_dir.name, "method": cfg.method.name, "rank": rank, "seed": int(cfg.seed),
+                        "stage": stage, "trained_task": read_json(stage_json)["trained_task"], "matrices": len(keys),
                         "from_pretrained": round(_distance(now, original, keys) / norm0, 6),
                         "stage_update": round(_distance(now, prev, keys) / norm0, 6)})  # fmt: skip
             prev = now
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    if len(table):
+        table["rank"] = table["rank"].astype("Int64")
+    return table

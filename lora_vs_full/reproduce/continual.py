@@ -231,7 +231,7 @@ def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
 
     from lora_vs_full.continual import compose_continual
     from lora_vs_full.continual.config import gate as gate_of
-    from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE
+    from lora_vs_full.continual.diagnostics import COLLAPSE_COSINE, weight_change_table
     from lora_vs_full.continual.lengths import describe
 
     plan = sweep(cfg, data_dir)
@@ -257,7 +257,7 @@ def write_all(cfg, data_dir: str | None = None, log=print) -> list[Path]:
         for run, stage in summary["collapsed_runs"].items():
             log(f"collapsed body: {run} from stage {stage} (mean pairwise cosine of the classifier inputs "
                 f"> {COLLAPSE_COSINE}; collapse.csv)")  # fmt: skip
-    change = weight_change_of(run_dirs)
+    change = weight_change_table(run_dirs)
     if len(change):
         paths += _write_csv(change, dest / "weight_change")
         summary["weight_change_end"] = weight_change_end(change)
@@ -291,21 +291,6 @@ def collapse_of(run_dirs: list[Path], tasks: list[str]) -> pd.DataFrame:
     from lora_vs_full.continual.diagnostics import collapse_table, collapse_task
 
     return collapse_table(run_dirs, collapse_task(tasks))
-
-
-def weight_change_of(run_dirs: list[Path]) -> pd.DataFrame:
-    """Per (run, stage): relative Frobenius distance of the measured matrices from the pretrained ones and
-    from the previous stage (lora_vs_full/continual/diagnostics.py), with the run's method and rank."""
-    from lora_vs_full.continual.diagnostics import weight_change_table
-
-    change = weight_change_table(run_dirs)
-    if change.empty:
-        return change
-    ident = {Path(d).name: read_json(Path(d) / "identity.json") for d in run_dirs}
-    change.insert(1, "method", [ident[r]["method"]["name"] for r in change["run"]])
-    change.insert(2, "rank", pd.array([ident[r]["method"].get("rank") if ident[r]["method"]["name"] == "lora" else pd.NA
-                                       for r in change["run"]], dtype="Int64"))  # fmt: skip
-    return change
 
 
 def weight_change_end(change: pd.DataFrame) -> dict:
