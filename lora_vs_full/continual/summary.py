@@ -449,12 +449,23 @@ def headline(summary: dict) -> str:
 
 def stage_comparisons_table(summary: dict) -> pd.DataFrame:
     """One row per (stage, comparison) of ``summary["by_stage"]``: the seed-paired difference with its
-    t interval, the seeds behind it, and the stage's verdict."""
+    t interval and the seeds behind it; ``stage_verdict`` is the stage's (decided by lowest rank - full FT
+    and lowest - highest rank, as at the end), repeated on each of its rows."""
     rows = [{"stage": st["stage"], "trained_task": st["trained_task"], "n_tasks": st["n_tasks"],
              "comparison": name.replace("_minus_", " - "), "mean": e["mean"], "low": e["low"], "high": e["high"],
-             "n_seeds": e["n"], "verdict": st["verdict"]}
+             "n_seeds": e["n"], "stage_verdict": st["verdict"]}
             for st in summary.get("by_stage", []) for name, e in st["comparisons"].items()]  # fmt: skip
-    cols = ["stage", "trained_task", "n_tasks", "comparison", "mean", "low", "high", "n_seeds", "verdict"]
+    cols = [
+        "stage",
+        "trained_task",
+        "n_tasks",
+        "comparison",
+        "mean",
+        "low",
+        "high",
+        "n_seeds",
+        "stage_verdict",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
