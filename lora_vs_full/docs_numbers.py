@@ -8,7 +8,7 @@ Two markers (HTML comments, invisible on GitHub)::
 
     <!-- lvf:value results/tables/fig9-offline/summary.json:r1.forgetting.mean [fmt=.3f] -->1.234<!-- lvf:end -->
 
-``fmt`` formats the float cells (integer cells stay integers; a float column that holds only whole numbers
+``fmt`` formats the cells (a fixed-point ``f`` / ``%`` spec leaves integer cells as integers; a float column that holds only whole numbers
 and blanks, e.g. LoRA rank beside full FT's blank, is shown as integers); ``where=col:value`` keeps the rows
 whose ``col`` reads ``value`` (e.g. ``where=learned:False``).
 ``python -m lora_vs_full.docs_numbers --write`` (``make docs``) regenerates every block from its file;
@@ -46,7 +46,7 @@ def fmt_value(v, spec: str | None = None) -> str:
         return "yes" if v else "no"
     if isinstance(v, float):
         return format(v, spec or ".4g")
-    if isinstance(v, int) and spec and spec[-1] in "d,_":
+    if isinstance(v, int) and spec and spec[-1] not in "f%":  # decimals of a count or seed say nothing
         return format(v, spec)
     return str(v)
 
