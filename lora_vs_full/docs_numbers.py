@@ -8,12 +8,12 @@ Two markers (HTML comments, invisible on GitHub)::
 
     <!-- lvf:value results/tables/fig9-offline/summary.json:r1.forgetting.mean [fmt=.3f] -->1.234<!-- lvf:end -->
 
-``fmt`` formats the cells (a fixed-point ``f`` / ``%`` spec leaves integer cells as integers; a float column that holds only whole numbers
-and blanks, e.g. LoRA rank beside full FT's blank, is shown as integers); ``where=col:value`` keeps the rows
-whose ``col`` reads ``value`` (e.g. ``where=learned:False``).
+``fmt`` formats the cells (a fixed-point ``f`` / ``%`` spec leaves integer cells as integers; a float
+column holding only whole numbers and blanks, e.g. LoRA rank beside full FT's blank, is shown as
+integers); ``where=col:value`` keeps the rows whose ``col`` reads ``value`` (e.g. ``where=learned:False``).
 ``python -m lora_vs_full.docs_numbers --write`` (``make docs``) regenerates every block from its file;
-``--check`` (and tests/test_docs_numbers.py) fails when a doc disagrees with the file it cites, or cites a
-file that does not exist. Paths are relative to the repository root.
+without ``--write`` (and in tests/test_docs_numbers.py) it fails when a doc disagrees with the file it
+cites, or cites a file that does not exist. Paths are relative to the repository root.
 """
 
 from __future__ import annotations
