@@ -271,3 +271,14 @@ def test_a_late_unlearned_stage_leaves_earlier_stages_comparable_and_the_headlin
     assert "stage 3 (c, 2 earlier task(s)): r1 - full +0.000 (1 seed, no interval) over 1 seed(s)" in text
     table = stage_comparisons_table(summary)
     assert table.set_index(["stage", "comparison"]).loc[(2, "r1 - full"), "n_seeds"] == 3
+
+
+def test_no_learnable_task_gives_no_forgetting_and_cannot_decide():
+    flat = [{"a": 0.5, "b": 0.5, "c": 0.5}] * 4  # nothing is ever learned
+    acc = _table([r for seed in (0, 1) for r in _run("full", None, seed, flat) + _run("lora", 1, seed, flat)])
+    intr = pd.DataFrame([{"run": "x", "method": "full", "rank": pd.NA, "seed": 0, "stage": 0, "trained_task": pd.NA,
+                          "k": 10, "epsilon": 0.5, "n_intruders": 0}])  # fmt: skip
+    summary = summarize(acc, intr)
+    assert summary["not_learnable"] == ["a", "b", "c"] and summary["by_stage"] == []
+    assert summary["verdict"] == "cannot decide" and "share 0 eligible seed" in summary["verdict_reason"]
+    assert "Not learnable at this budget" in headline(summary)

@@ -216,6 +216,7 @@ def stage_forgetting(acc: pd.DataFrame, gates: pd.DataFrame) -> pd.DataFrame:
     cols = [*RUN_KEYS, "stage", "last", "n_tasks", "forgetting", "eval_low", "eval_high", "eligible", "reason"]  # fmt: skip
     out = pd.DataFrame(rows, columns=cols)
     out["rank"] = out["rank"].astype("Int64")
+    out[["last", "eligible"]] = out[["last", "eligible"]].astype(bool)  # typed even when empty (masks)
     return out.sort_values(["run", "stage"]).reset_index(drop=True)
 
 
